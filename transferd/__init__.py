@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the public API (`transferd.v1`), built from protos/ by the set-up step."""
