@@ -1,0 +1,1 @@
+"""transferd: transfer learning as a service (the gRPC microservice)."""

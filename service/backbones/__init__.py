@@ -1,0 +1,1 @@
+"""Backbones: cards, preprocessing, runtimes, batching, and export to ONNX."""

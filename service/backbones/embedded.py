@@ -1,0 +1,123 @@
+"""EmbeddedRuntime: the backbone's ONNX model in-process on ONNX Runtime, micro-batched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from service import metrics
+from service.backbones.batcher import MicroBatcher
+from service.backbones.card import BackboneCard, model_path
+
+log = logging.getLogger(__name__)
+
+Collate = Callable[[list[Any]], dict[str, np.ndarray]]
+PlanBatches = Callable[[list[Any]], list[list[int]]]
+
+
+class BackboneLoadError(RuntimeError):
+    """The ONNX model does not match its card."""
+
+
+def make_session(onnx_file: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session sized to the machine.
+
+    One inference runs at a time per backbone (a single-thread executor), so its intra-op pool may
+    use every core; spinning is turned off so idle inference threads do not steal the cores that
+    tokenization and gRPC need between calls.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+
+
+def check_session_matches_card(session: ort.InferenceSession, card: BackboneCard) -> None:
+    """Refuses a model whose inputs or output differ from what the card promises."""
+    inputs = [i.name for i in session.get_inputs()]
+    if inputs != card.input_names:
+        raise BackboneLoadError(f"{card.name}: model inputs {inputs} != card {card.input_names}")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if card.output_name not in outputs or outputs[card.output_name][-1] != card.dim:
+        raise BackboneLoadError(f"{card.name}: model outputs {outputs} do not give dim {card.dim}")
+
+
+class EmbeddedRuntime:
+    """Runs a backbone in this process. Concurrent requests are merged by a MicroBatcher."""
+
+    kind = "embedded"
+
+    def __init__(
+        self,
+        card: BackboneCard,
+        folder: Path,
+        collate: Collate,
+        plan_batches: PlanBatches,
+        threads: int,
+        max_round_items: int,
+        max_wait_s: float,
+        max_queued_items: int,
+    ) -> None:
+        self.card = card
+        self._folder = folder
+        self._collate = collate
+        self._plan_batches = plan_batches
+        self._threads = threads
+        self._session: ort.InferenceSession | None = None
+        # ONNX Runtime parallelises inside one call; calls themselves run one at a time.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{card.name}")
+        self._batcher: MicroBatcher[Any] = MicroBatcher(
+            card.name, self._run_round, max_round_items, max_wait_s, max_queued_items
+        )
+        self._batch_size = metrics.BATCH_SIZE.labels(backbone=card.name)
+        self._latency = metrics.INFERENCE_LATENCY.labels(backbone=card.name, runtime=self.kind)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._session = await loop.run_in_executor(self._executor, self._load)
+        self._batcher.start()
+        metrics.BACKBONE_READY.labels(backbone=self.card.name, runtime=self.kind).set(1)
+
+    def _load(self) -> ort.InferenceSession:
+        session = make_session(model_path(self._folder), self._threads)
+        check_session_matches_card(session, self.card)
+        return session
+
+    def is_ready(self) -> bool:
+        return self._session is not None
+
+    async def embed(self, items: list[Any]) -> np.ndarray:
+        return await self._batcher.submit(items)
+
+    async def _run_round(self, items: list[Any]) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, items)
+
+    def _infer(self, items: list[Any]) -> np.ndarray:
+        """Splits a round into length-sorted inference calls and reassembles rows in item order."""
+        assert self._session is not None
+        out = np.empty((len(items), self.card.dim), dtype=np.float32)
+        for batch in self._plan_batches(items):
+            feed = self._collate([items[i] for i in batch])
+            started = time.perf_counter()
+            (rows,) = self._session.run([self.card.output_name], feed)
+            self._latency.observe(time.perf_counter() - started)
+            self._batch_size.observe(len(batch))
+            out[batch] = rows
+        return out
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        self._executor.shutdown(wait=True)
+        self._session = None
+        metrics.BACKBONE_READY.labels(backbone=self.card.name, runtime=self.kind).set(0)

@@ -1,0 +1,64 @@
+"""`transferd export`: turns pretrained weights into verified ONNX backbones in the model repository.
+
+Needs the `export` extra (torch); serving never imports this package.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.backbones.card import BackboneCard, model_path, sha256_of_file
+from service.backbones.export import minilm
+from service.backbones.export.publish import publish_backbone
+from service.backbones.export.sentences import VERIFICATION_SENTENCES
+from service.backbones.export.triton_config import render_config
+from service.backbones.export.verify import ExportVerificationError
+
+__all__ = ["ExportOutcome", "ExportVerificationError", "export_default_backbones"]
+
+log = logging.getLogger(__name__)
+
+MIN_COSINE = 0.9999
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    name: str
+    folder: Path
+    written: bool  # False when the export was already up to date
+    card: BackboneCard
+
+def _current_card(folder: Path) -> BackboneCard | None:
+    """The card of an intact previous export, or None when there is none or it was tampered with."""
+    try:
+        card = BackboneCard.load(folder)
+    except (OSError, ValueError, TypeError):
+        return None
+    model = model_path(folder)
+    if not model.exists() or sha256_of_file(model) != card.fingerprint:
+        return None
+    if card.tokenizer_file and not (folder / card.tokenizer_file).exists():
+        return None
+    return card
+
+def export_minilm(model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE) -> ExportOutcome:
+    """Exports all-MiniLM-L6-v2 unless an intact export of the same recipe and weights exists.
+
+    Raises:
+        ExportVerificationError: the ONNX model disagrees with the torch model; nothing is written.
+    """
+    folder = model_repo / minilm.NAME
+    current = _current_card(folder)
+    if current is not None and not force and minilm.is_up_to_date(current):
+        log.info("%s is up to date (%s)", minilm.NAME, folder)
+        return ExportOutcome(minilm.NAME, folder, False, current)
+    card, model_bytes, side_files = minilm.build(list(VERIFICATION_SENTENCES), min_cosine)
+    config = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
+    publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
+    log.info("exported %s to %s (fingerprint %s)", minilm.NAME, folder, card.fingerprint[:12])
+    return ExportOutcome(minilm.NAME, folder, True, card)
+
+def export_default_backbones(model_repo: Path, force: bool = False) -> list[ExportOutcome]:
+    """Exports every default backbone into `model_repo`."""
+    return [export_minilm(model_repo, force=force)]

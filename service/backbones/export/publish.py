@@ -1,0 +1,40 @@
+"""Writes a verified export into the model repository so that no half-written state is ever used."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from service.backbones.card import CARD_FILE, BackboneCard, model_path
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path`, flushes it, then renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the serving user may differ from the exporter
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def publish_backbone(
+    folder: Path, card: BackboneCard, model_bytes: bytes, extra_files: dict[str, bytes]
+) -> None:
+    """Publishes a backbone folder; the card goes last.
+
+    The card carries the model's fingerprint, so a crash before it is written leaves either the
+    old card (whose fingerprint no longer matches, which the repository refuses loudly) or no card
+    (the folder is skipped): never a silently mismatched backbone.
+    """
+    write_atomically(model_path(folder), model_bytes)
+    for name, data in extra_files.items():
+        write_atomically(folder / name, data)
+    write_atomically(folder / CARD_FILE, card.to_json().encode())

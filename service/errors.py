@@ -1,0 +1,46 @@
+"""One exception hierarchy with semantic kinds; `service.api.interceptors` maps kinds to status codes.
+
+Domain code raises these and never touches gRPC: the mapping to status codes lives in one place.
+"""
+
+from __future__ import annotations
+
+
+class TransferdError(Exception):
+    """Base of every error the service reports to a client with a specific status code."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(TransferdError):
+    """The request is malformed; `field` names the offending field, e.g. ``inputs[3].text``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(TransferdError):
+    """The thing does not exist for this caller (another tenant's thing looks the same)."""
+
+
+class Unauthenticated(TransferdError):
+    """No key, a forged key or a revoked key."""
+
+
+class PermissionDenied(TransferdError):
+    """A valid key that may not call this RPC."""
+
+
+class ResourceExhausted(TransferdError):
+    """Over a limit, or the server is overloaded; the client may retry later."""
+
+
+class Unavailable(TransferdError):
+    """A dependency (a backbone runtime) is down; the client may retry later."""
+
+
+class FailedPrecondition(TransferdError):
+    """The system is not in a state that allows the request (e.g. a head's backbone changed)."""

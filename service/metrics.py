@@ -1,0 +1,47 @@
+"""Prometheus metrics: `transferd_` prefix, explicit buckets, never a tenant label (unbounded)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Geometric latency buckets: 0.5 ms .. ~33 s, doubling.
+LATENCY_BUCKETS = tuple(0.0005 * 2**i for i in range(17))
+# Powers of two for batch sizes: 1 .. 1024.
+BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
+
+REQUESTS = Counter(
+    "transferd_requests", "RPCs handled, by method and status code.", ["method", "code"]
+)
+REQUEST_LATENCY = Histogram(
+    "transferd_request_duration_seconds",
+    "RPC latency from the first byte to the reply, by method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+EMBEDDED_INPUTS = Counter(
+    "transferd_embedded_inputs", "Inputs turned into embeddings, by backbone.", ["backbone"]
+)
+BATCH_SIZE = Histogram(
+    "transferd_batch_size",
+    "Sequences per backbone inference call.",
+    ["backbone"],
+    buckets=BATCH_BUCKETS,
+)
+QUEUE_DEPTH = Gauge(
+    "transferd_queue_depth", "Inputs waiting for a backbone inference call.", ["backbone"]
+)
+INFERENCE_LATENCY = Histogram(
+    "transferd_inference_duration_seconds",
+    "Time of one backbone inference call.",
+    ["backbone", "runtime"],
+    buckets=LATENCY_BUCKETS,
+)
+BACKBONE_READY = Gauge(
+    "transferd_backbone_ready", "1 when the backbone can serve, else 0.", ["backbone", "runtime"]
+)
+
+
+def start_metrics_server(port: int, host: str) -> None:
+    """Serves /metrics on its own port (0 disables it)."""
+    if port:
+        start_http_server(port, addr=host)
