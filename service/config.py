@@ -63,8 +63,14 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(
         0, ge=0, description="Threads that tokenize and decode inputs (0: one per core)."
     )
+    drain_delay_s: float = Field(
+        2.0,
+        ge=0,
+        description="On SIGTERM: seconds health says NOT_SERVING while still serving, so that "
+        "load balancers stop sending before the server stops accepting (SIGINT skips it).",
+    )
     shutdown_grace_s: float = Field(
-        10.0, ge=0, description="On SIGTERM: seconds in-flight requests get to finish."
+        10.0, ge=0, description="Then: seconds in-flight requests get to finish."
     )
     log_level: str = Field("INFO", description="Python logging level.")
 

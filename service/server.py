@@ -61,18 +61,30 @@ class Server:
 
     async def start(self) -> None:
         """Listens (health NOT_SERVING), loads every backbone, then reports SERVING."""
+        await self.listen()
+        await self.load()
+
+    async def listen(self) -> None:
+        """Accepts connections; health answers NOT_SERVING until `load` is done."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._grpc.start()
         log.info("gRPC listening on %s:%d; loading backbones", self.settings.grpc_host, self.port)
         metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
+
+    async def load(self) -> None:
+        """Loads every backbone, then reports SERVING."""
         await self.embedder.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         names = ", ".join(b.card.name for b in self.embedder.served())
         log.info("SERVING backbones: %s", names)
 
-    async def stop(self) -> None:
-        """Drains: NOT_SERVING first (load balancers stop sending), then a grace period."""
+    async def stop(self, drain_delay_s: float = 0.0) -> None:
+        """Drains: NOT_SERVING first while still serving (load balancers stop sending), then
+        stops accepting and gives in-flight requests a grace period."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if drain_delay_s:
+            log.info("NOT_SERVING; still serving for %.1fs", drain_delay_s)
+            await asyncio.sleep(drain_delay_s)
         log.info("draining for up to %.1fs", self.settings.shutdown_grace_s)
         await self._grpc.stop(self.settings.shutdown_grace_s)
         await self.embedder.close()
@@ -83,10 +95,13 @@ class Server:
 async def serve(settings: Settings) -> None:
     """Runs the server until SIGTERM or SIGINT, then shuts down gracefully."""
     server = Server(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        asyncio.get_running_loop().add_signal_handler(
+            sig, lambda s=sig: received.done() or received.set_result(s)
+        )
     await server.start()
-    await stopping.wait()
-    await server.stop()
+    sig = await received
+    log.info("received %s", sig.name)
+    # Orchestrators send SIGTERM and wait; a person at a terminal pressing Ctrl-C should not.
+    await server.stop(settings.drain_delay_s if sig is signal.SIGTERM else 0.0)

