@@ -102,16 +102,26 @@ def best_throughput(run: Callable[[], np.ndarray], count: int, timings: list[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model-repo", type=Path, default=Path(os.environ.get("TRANSFERD_MODEL_REPO", "model_repo")))
+    parser.add_argument(
+        "--model-repo",
+        type=Path,
+        default=Path(os.environ.get("TRANSFERD_MODEL_REPO", "model_repo")),
+    )
     args = parser.parse_args()
 
     texts = real_texts(args.texts)
     lengths = [len(t) for t in texts]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"texts: {len(texts)} docstring paragraphs, {min(lengths)}-{max(lengths)} chars (median {int(np.median(lengths))})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"texts: {len(texts)} docstring paragraphs, {min(lengths)}-{max(lengths)} chars (median {int(np.median(lengths))})"
+    )
 
     log = Path(tempfile.mkdtemp(prefix="transferd-bench-")) / "server.log"
     env = {"TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()), "TRANSFERD_LOG_LEVEL": "WARNING"}
@@ -131,8 +141,16 @@ def main() -> None:
 
     reference = outputs["a sentence-transformers"]
     for name, out in outputs.items():
-        cosine = float(((out * reference).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(reference, axis=1)).min())
-        print(f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {', '.join(f'{t:.1f}' for t in timings[name])}; min cosine vs a {cosine:.6f})")
+        cosine = float(
+            (
+                (out * reference).sum(1)
+                / np.linalg.norm(out, axis=1)
+                / np.linalg.norm(reference, axis=1)
+            ).min()
+        )
+        print(
+            f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {', '.join(f'{t:.1f}' for t in timings[name])}; min cosine vs a {cosine:.6f})"
+        )
     a, b, c = (max(timings[name]) for name in contenders)
     print(f"serving overhead c/b {c / b:.3f}")
     print(f"ratio {c / a:.3f}")

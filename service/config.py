@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class RuntimeKind(str, Enum):
+class RuntimeKind(StrEnum):
     """Where backbones run."""
 
     EMBEDDED = "embedded"
@@ -31,9 +31,6 @@ class Settings(BaseSettings):
     model_repo: Path = Field(Path("model_repo"), description="Exported backbones, one per folder.")
     runtime: RuntimeKind = Field(RuntimeKind.EMBEDDED, description="embedded or triton.")
     triton_url: str = Field("localhost:8001", description="Triton gRPC address (runtime=triton).")
-    admin_key: SecretStr | None = Field(
-        None, description="Secret of the admin key that may call TenantService."
-    )
 
     max_inputs_per_request: int = Field(
         256, ge=1, le=10_000, description="Most inputs one Embed or Predict request may carry."

@@ -54,7 +54,9 @@ class _Outcome:
         sent = context.code()
         code = sent if isinstance(sent, grpc.StatusCode) else self.code
         metrics.REQUESTS.labels(method=self.method, code=code.name).inc()
-        metrics.REQUEST_LATENCY.labels(method=self.method).observe(time.perf_counter() - self.started)
+        metrics.REQUEST_LATENCY.labels(method=self.method).observe(
+            time.perf_counter() - self.started
+        )
 
 
 def _short_method(full: str) -> str:
@@ -106,7 +108,9 @@ def _wrap_unary(inner: Callable[..., Awaitable[Any]], method: str) -> Callable[.
     return handle
 
 
-def _wrap_stream(inner: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    inner: Callable[..., AsyncIterator[Any]], method: str
+) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         outcome = _Outcome(method)
         try:

@@ -62,7 +62,9 @@ class MicroBatcher(Generic[Item]):
     def start(self) -> None:
         """Starts the batching loop on the running event loop."""
         self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self._name}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(), name=f"batcher-{self._name}"
+        )
 
     async def close(self) -> None:
         if self._task is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ def build_backbones(settings: Settings) -> dict[str, ServedBackbone]:
     served: dict[str, ServedBackbone] = {}
     for name, (card, folder) in load_cards(settings.model_repo).items():
         if card.modality != "text":
-            raise ValueError(f"{name}: modality '{card.modality}' is not supported yet")
+            raise NotImplementedError(f"{name}: modality '{card.modality}' is not supported yet")
         assert card.tokenizer_file and card.max_sequence_length
         text = TextPreprocessor(folder / card.tokenizer_file, card.max_sequence_length)
         served[name] = ServedBackbone(card, _runtime(settings, card, folder), text)
@@ -38,7 +37,7 @@ def build_backbones(settings: Settings) -> dict[str, ServedBackbone]:
 
 def _runtime(settings: Settings, card: BackboneCard, folder: Path) -> EmbeddedRuntime:
     if settings.runtime is not RuntimeKind.EMBEDDED:
-        raise ValueError(f"runtime '{settings.runtime.value}' is not available yet")
+        raise NotImplementedError(f"runtime '{settings.runtime.value}' is not available yet")
     return EmbeddedRuntime(
         card,
         folder,
@@ -50,5 +49,3 @@ def _runtime(settings: Settings, card: BackboneCard, folder: Path) -> EmbeddedRu
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queued_items=settings.max_queued_inputs,
     )
-
-

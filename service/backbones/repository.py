@@ -14,7 +14,9 @@ class ModelRepositoryError(RuntimeError):
     """The repository is missing, empty or inconsistent: the server must not start on it."""
 
 
-def load_cards(repo: Path, verify_fingerprints: bool = True) -> dict[str, tuple[BackboneCard, Path]]:
+def load_cards(
+    repo: Path, verify_fingerprints: bool = True
+) -> dict[str, tuple[BackboneCard, Path]]:
     """Reads every exported backbone of `repo`.
 
     Args:
@@ -26,7 +28,9 @@ def load_cards(repo: Path, verify_fingerprints: bool = True) -> dict[str, tuple[
         Backbone name to (card, folder).
     """
     if not repo.is_dir():
-        raise ModelRepositoryError(f"model repository {repo} does not exist; run `transferd export`")
+        raise ModelRepositoryError(
+            f"model repository {repo} does not exist; run `transferd export`"
+        )
     cards: dict[str, tuple[BackboneCard, Path]] = {}
     for folder in sorted(p for p in repo.iterdir() if p.is_dir()):
         if not (folder / CARD_FILE).exists():

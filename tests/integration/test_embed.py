@@ -37,8 +37,10 @@ def test_embeddings_equal_sentence_transformers(embedding_stub, reference_model,
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_long_text_is_truncated_like_sentence_transformers(embedding_stub, reference_model, sentences) -> None:
-    long_text = " ".join(sentences * 4)  # far beyond 256 tokens, within the byte limit
+def test_long_text_is_truncated_like_sentence_transformers(
+    embedding_stub, reference_model, sentences
+) -> None:
+    long_text = " ".join(sentences * 2)  # far beyond 256 tokens, within the 4096-byte limit
     reply = embedding_stub.Embed(text_request([long_text, sentences[0]]))
     assert list(reply.truncated_to) == [256, 0]
     expected = reference_model.encode([long_text, sentences[0]], convert_to_numpy=True)
@@ -51,7 +53,9 @@ def test_a_text_embeds_the_same_whatever_it_is_batched_with(embedding_stub, sent
     assert float(alone @ with_long) >= 0.99999
 
 
-def test_concurrent_clients_each_get_their_own_vectors(server: ServerProcess, reference_model, sentences) -> None:
+def test_concurrent_clients_each_get_their_own_vectors(
+    server: ServerProcess, reference_model, sentences
+) -> None:
     """24 clients at once, each with its own texts and count: every reply matches its own texts."""
     requests = [
         [f"{sentences[(i + j) % len(sentences)]} (client {i}, text {j})" for j in range(1 + i % 7)]

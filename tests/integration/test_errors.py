@@ -21,9 +21,15 @@ def request(*inputs: common_pb2.Input, backbone: str = BACKBONE) -> embedding_pb
 
 BAD_REQUESTS = {
     "no inputs": (request(), "inputs:"),
-    "unknown backbone": (request(OK, backbone="bert-huge"), "backbone: unknown backbone 'bert-huge'"),
+    "unknown backbone": (
+        request(OK, backbone="bert-huge"),
+        "backbone: unknown backbone 'bert-huge'",
+    ),
     "no backbone": (request(OK, backbone=""), "backbone:"),
-    "image to a text backbone": (request(OK, common_pb2.Input(image=b"\x89PNG")), "inputs[1].image"),
+    "image to a text backbone": (
+        request(OK, common_pb2.Input(image=b"\x89PNG")),
+        "inputs[1].image",
+    ),
     "embedding to Embed": (
         request(OK, OK, common_pb2.Input(embedding=common_pb2.Embedding(values=[0.1]))),
         "inputs[2].embedding",
@@ -63,7 +69,9 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(server: ServerProcess,
     assert all(e.code() == grpc.StatusCode.INVALID_ARGUMENT for e in bad)
 
 
-def test_overload_is_resource_exhausted_not_an_unbounded_queue(tmp_path, model_repo, sentences) -> None:
+def test_overload_is_resource_exhausted_not_an_unbounded_queue(
+    tmp_path, model_repo, sentences
+) -> None:
     """With room for 16 waiting inputs, a burst of 40 requests of 8 texts is partly refused."""
     process = start_server(tmp_path, model_repo, TRANSFERD_MAX_QUEUED_INPUTS="16")
     try:

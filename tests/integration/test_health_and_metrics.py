@@ -32,7 +32,9 @@ def test_health_is_serving_for_the_server_and_the_service(channel: grpc.Channel)
 
 def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {EMBEDDING_SERVICE, "grpc.health.v1.Health"} <= names
 
@@ -58,7 +60,9 @@ def test_not_serving_until_every_backbone_is_loaded(tmp_path: Path, model_repo: 
     assert after == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_sigterm_drains_not_serving_and_finishes_in_flight_work(tmp_path: Path, model_repo: Path, sentences) -> None:
+def test_sigterm_drains_not_serving_and_finishes_in_flight_work(
+    tmp_path: Path, model_repo: Path, sentences
+) -> None:
     process = start_server(tmp_path, model_repo, TRANSFERD_DRAIN_DELAY_S="3")
     with grpc.insecure_channel(process.address) as channel:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
@@ -102,7 +106,9 @@ def test_metrics_move_with_traffic(server: ServerProcess, embedding_stub, senten
     assert _value(after, "transferd_requests_total", code="OK", **method) == pytest.approx(
         _value(before, "transferd_requests_total", code="OK", **method) + 1
     )
-    assert _value(after, "transferd_requests_total", code="INVALID_ARGUMENT", **method) == pytest.approx(
+    assert _value(
+        after, "transferd_requests_total", code="INVALID_ARGUMENT", **method
+    ) == pytest.approx(
         _value(before, "transferd_requests_total", code="INVALID_ARGUMENT", **method) + 1
     )
     backbone = {"backbone": "all-minilm-l6-v2"}

@@ -68,7 +68,9 @@ def test_an_error_reaches_every_waiter_of_the_round_and_the_batcher_lives_on() -
     async def scenario() -> tuple[list[object], np.ndarray]:
         batcher = _batcher(run)
         batcher.start()
-        failed = await asyncio.gather(*(batcher.submit([i]) for i in range(3)), return_exceptions=True)
+        failed = await asyncio.gather(
+            *(batcher.submit([i]) for i in range(3)), return_exceptions=True
+        )
         run.fail = False
         after = await batcher.submit([7])
         await batcher.close()

@@ -54,3 +54,9 @@ def test_invalid_environment_stops_the_cli_with_a_message(monkeypatch: pytest.Mo
     monkeypatch.setenv("TRANSFERD_GRPC_PORT", "not-a-port")
     with pytest.raises(SystemExit, match="grpc_port"):
         _settings(_parser().parse_args(["serve"]), ("grpc_port",))
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`TRANSFERD_{name.upper()}`" in readme, name

@@ -68,5 +68,10 @@ def test_committed_triton_config_is_what_export_writes() -> None:
     rendered = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
     committed = (ROOT / "model_repo" / minilm.NAME / "config.pbtxt").read_text()
     assert rendered == committed
-    for required in ('platform: "onnxruntime_onnx"', "KIND_GPU", "max_batch_size: 64", "dynamic_batching"):
+    for required in (
+        'platform: "onnxruntime_onnx"',
+        "KIND_GPU",
+        "max_batch_size: 64",
+        "dynamic_batching",
+    ):
         assert required in committed

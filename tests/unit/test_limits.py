@@ -25,7 +25,10 @@ def _field_of(inputs: list) -> str:
 
 
 def test_good_texts_pass_through_in_order() -> None:
-    assert texts_for_backbone([TextInput("a"), TextInput("héllo")], "minilm", LIMITS) == ["a", "héllo"]
+    assert texts_for_backbone([TextInput("a"), TextInput("héllo")], "minilm", LIMITS) == [
+        "a",
+        "héllo",
+    ]
 
 
 def test_count_limits() -> None:

@@ -44,7 +44,10 @@ def test_an_item_longer_than_the_token_budget_still_runs_alone() -> None:
 
 
 def test_collate_pads_to_the_longest_and_masks_padding() -> None:
-    items = [TokenizedText(np.array([101, 7, 102]), False), TokenizedText(np.array([101, 102]), False)]
+    items = [
+        TokenizedText(np.array([101, 7, 102]), False),
+        TokenizedText(np.array([101, 102]), False),
+    ]
     feed = collate_text(items)
     assert feed["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
     assert feed["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]

@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 MIN_COSINE = 0.9999
 
+
 @dataclass(frozen=True)
 class ExportOutcome:
     name: str
     folder: Path
     written: bool  # False when the export was already up to date
     card: BackboneCard
+
 
 def _current_card(folder: Path) -> BackboneCard | None:
     """The card of an intact previous export, or None when there is none or it was tampered with."""
@@ -42,7 +44,10 @@ def _current_card(folder: Path) -> BackboneCard | None:
         return None
     return card
 
-def export_minilm(model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE) -> ExportOutcome:
+
+def export_minilm(
+    model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE
+) -> ExportOutcome:
     """Exports all-MiniLM-L6-v2 unless an intact export of the same recipe and weights exists.
 
     Raises:
@@ -58,6 +63,7 @@ def export_minilm(model_repo: Path, force: bool = False, min_cosine: float = MIN
     publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
     log.info("exported %s to %s (fingerprint %s)", minilm.NAME, folder, card.fingerprint[:12])
     return ExportOutcome(minilm.NAME, folder, True, card)
+
 
 def export_default_backbones(model_repo: Path, force: bool = False) -> list[ExportOutcome]:
     """Exports every default backbone into `model_repo`."""

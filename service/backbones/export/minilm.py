@@ -77,7 +77,9 @@ def export_onnx(out_file: Path) -> None:
             self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.model(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(mean, p=2, dim=1)
@@ -101,7 +103,9 @@ def export_onnx(out_file: Path) -> None:
     fused = optimizer.optimize_model(
         str(raw), model_type="bert", num_heads=NUM_HEADS, hidden_size=DIM, opt_level=1
     )
-    log.info("fused operators: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
+    log.info(
+        "fused operators: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    )
     fused.save_model_to_file(str(out_file))
 
 
@@ -110,7 +114,7 @@ def reference_embeddings(sentences: list[str]) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(weights_dir()), device="cpu")
-    return model.encode(sentences, batch_size=8, convert_to_numpy=True, normalize_embeddings=False)
+    return model.encode(sentences, batch_size=8, convert_to_numpy=True, show_progress_bar=False)
 
 
 def onnx_embeddings(model_file: Path, tokenizer_json: bytes, sentences: list[str]) -> np.ndarray:

