@@ -6,7 +6,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     runtime: RuntimeKind = Field(RuntimeKind.EMBEDDED, description="embedded or triton.")
     triton_url: str = Field("localhost:8001", description="Triton gRPC address (runtime=triton).")
 
+    admin_key: SecretStr | None = Field(
+        None, description="Secret of the admin key, the only key that may call TenantService."
+    )
+    head_cache_size: int = Field(256, ge=1, description="Loaded heads kept in memory (LRU).")
+    training_workers: int = Field(
+        1, ge=1, description="Training jobs that run at the same time; the rest wait in order."
+    )
+    max_jobs_per_tenant: int = Field(
+        4, ge=1, description="Jobs one tenant may have queued or running (more: RESOURCE_EXHAUSTED)."
+    )
+    max_jobs_total: int = Field(
+        64, ge=1, description="Jobs the server may have queued or running (more: RESOURCE_EXHAUSTED)."
+    )
+    max_examples_per_job: int = Field(
+        20_000, ge=2, description="Most examples one TrainHead request may carry."
+    )
     max_inputs_per_request: int = Field(
         256, ge=1, le=10_000, description="Most inputs one Embed or Predict request may carry."
     )

@@ -7,6 +7,7 @@ over real gRPC on loopback, the way a client does.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -17,6 +18,9 @@ from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.client import bearer
+from transferd.v1 import tenants_pb2, tenants_pb2_grpc
 
 
 def free_port() -> int:
@@ -51,12 +55,14 @@ class ServerProcess:
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
+        self.admin_key = env.get("TRANSFERD_ADMIN_KEY") or secrets.token_urlsafe(24)
         self._env = {
             **os.environ,
             "TRANSFERD_GRPC_HOST": "127.0.0.1",
             "TRANSFERD_GRPC_PORT": str(self.grpc_port),
             "TRANSFERD_METRICS_PORT": str(self.metrics_port),
             **env,
+            "TRANSFERD_ADMIN_KEY": self.admin_key,
         }
         self._log_file = log_file
         self._ready_timeout = ready_timeout
@@ -97,6 +103,19 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def create_tenant_key(self, tenant: str) -> str:
+        """Creates `tenant` (if new) with the admin key and returns a new API key secret for it."""
+        with grpc.insecure_channel(self.address) as channel:
+            stub = tenants_pb2_grpc.TenantServiceStub(channel)
+            admin = bearer(self.admin_key)
+            try:
+                stub.CreateTenant(tenants_pb2.CreateTenantRequest(tenant=tenant), metadata=admin)
+            except grpc.RpcError as error:
+                if "already exists" not in (error.details() or ""):
+                    raise
+            reply = stub.CreateApiKey(tenants_pb2.CreateApiKeyRequest(tenant=tenant), metadata=admin)
+        return reply.secret
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""

@@ -12,17 +12,38 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import metrics
+from service.api.auth import AuthInterceptor
 from service.api.embedding import EmbeddingServicer
+from service.api.heads import HeadServicer
 from service.api.interceptors import ErrorsAndMetricsInterceptor
+from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
 from service.config import Settings
-from transferd.v1 import embedding_pb2, embedding_pb2_grpc
+from service.jobs.manager import JobLimits, JobManager
+from service.jobs.store import JobStore
+from service.predictor import Predictor
+from service.store.database import Database
+from service.store.head_files import HeadFiles
+from service.store.registry import HeadRegistry
+from service.tenancy.directory import TenantDirectory
+from transferd.v1 import (
+    embedding_pb2,
+    embedding_pb2_grpc,
+    heads_pb2,
+    heads_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,)
+SERVICE_NAMES = (
+    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    heads_pb2.DESCRIPTOR.services_by_name["HeadService"].full_name,
+    tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+)
 # Inputs may be up to max_inputs × max_text_bytes (and images later): raise gRPC's 4 MiB default.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -36,11 +57,40 @@ class Server:
             max_workers=settings.effective_threads(settings.preprocess_threads),
             thread_name_prefix="preprocess",
         )
+        # Heads are small: predictions and head loading get their own pool, so that they never
+        # wait behind a training job's fit, which has its own.
+        self._heads_pool = ThreadPoolExecutor(
+            max_workers=settings.effective_threads(0), thread_name_prefix="heads"
+        )
+        self._training_pool = ThreadPoolExecutor(
+            max_workers=settings.training_workers, thread_name_prefix="training"
+        )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
         self.embedder = Embedder(build_backbones(settings), limits, self._preprocess)
+        self.db = Database(settings.data_dir)
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        if not admin:
+            log.warning("TRANSFERD_ADMIN_KEY is not set: TenantService refuses every call")
+        self.directory = TenantDirectory(self.db, admin)
+        self.registry = HeadRegistry(
+            self.db, HeadFiles(settings.data_dir), settings.head_cache_size, self._heads_pool
+        )
+        self.registry.sweep_unpublished()
+        self.jobs = JobManager(
+            JobStore(self.db), self.embedder, self.registry, self._training_pool,
+            JobLimits(
+                workers=settings.training_workers,
+                max_active_per_tenant=settings.max_jobs_per_tenant,
+                max_active_total=settings.max_jobs_total,
+                embed_chunk=min(64, settings.max_inputs_per_request),
+            ),
+        )  # fmt: skip
+        self.jobs.recover()
+        predictor = Predictor(self.embedder, self.registry, self._heads_pool)
         self.health = health.aio.HealthServicer()
         self._grpc = grpc.aio.server(
-            interceptors=[ErrorsAndMetricsInterceptor()],
+            # Outermost first: errors and metrics see every refusal of the auth interceptor.
+            interceptors=[ErrorsAndMetricsInterceptor(), AuthInterceptor(self.directory)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -48,6 +98,15 @@ class Server:
         )
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.embedder), self._grpc
+        )
+        heads_pb2_grpc.add_HeadServiceServicer_to_server(
+            HeadServicer(
+                self.embedder, self.jobs, self.registry, predictor, settings.max_examples_per_job
+            ),
+            self._grpc,
+        )
+        tenants_pb2_grpc.add_TenantServiceServicer_to_server(
+            TenantServicer(self.directory), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
@@ -86,9 +145,15 @@ class Server:
             log.info("NOT_SERVING; still serving for %.1fs", drain_delay_s)
             await asyncio.sleep(drain_delay_s)
         log.info("draining for up to %.1fs", self.settings.shutdown_grace_s)
-        await self._grpc.stop(self.settings.shutdown_grace_s)
+        # Stop accepting RPCs, and meanwhile end unfinished jobs (failed, with a reason) so that
+        # their WatchJob streams end instead of holding the grace period.
+        stopping = asyncio.ensure_future(self._grpc.stop(self.settings.shutdown_grace_s))
+        await self.jobs.close()
+        await stopping
         await self.embedder.close()
-        self._preprocess.shutdown(wait=False)
+        for pool in (self._preprocess, self._heads_pool, self._training_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.db.close()
         log.info("stopped")
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import grpc
 
+import heads
 from service import errors, metrics
 
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[errors.TransferdError], grpc.StatusCode] = {
+STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -21,6 +22,10 @@ STATUS_OF: dict[type[errors.TransferdError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    # The heads package's caller errors carry the request field, like InvalidArgument.
+    heads.InvalidTrainingData: grpc.StatusCode.INVALID_ARGUMENT,
+    heads.InvalidParams: grpc.StatusCode.INVALID_ARGUMENT,
+    heads.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
@@ -75,52 +80,68 @@ class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None:
-            return handler
         method = _short_method(details.method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # no client-streaming RPCs in the API
+        return rewrap_handler(handler, _wrap_unary(method), _wrap_stream(method))
 
 
-def _wrap_unary(inner: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        outcome = _Outcome(method)
-        try:
-            return await inner(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await outcome.fail(error, context)
-        finally:
-            outcome.record(context)
-
-    return handle
+UnaryWrapper = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
+StreamWrapper = Callable[[Callable[..., AsyncIterator[Any]]], Callable[..., AsyncIterator[Any]]]
 
 
-def _wrap_stream(
-    inner: Callable[..., AsyncIterator[Any]], method: str
-) -> Callable[..., AsyncIterator[Any]]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        outcome = _Outcome(method)
-        try:
-            async for response in inner(request, context):
-                yield response
-        except grpc.aio.AbortError:
-            raise
-        except Exception as error:
-            await outcome.fail(error, context)
-        finally:
-            outcome.record(context)
+def rewrap_handler(
+    handler: grpc.RpcMethodHandler | None, unary: UnaryWrapper, stream: StreamWrapper
+) -> grpc.RpcMethodHandler | None:
+    """The same handler with its unary-unary or unary-stream behaviour wrapped (the API has no
+    client-streaming RPCs; reflection's stream-stream RPC passes through unwrapped)."""
+    if handler is None:
+        return None
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
-    return handle
+
+def _wrap_unary(method: str) -> UnaryWrapper:
+    def wrap(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            outcome = _Outcome(method)
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await outcome.fail(error, context)
+            finally:
+                outcome.record(context)
+
+        return handle
+
+    return wrap
+
+
+def _wrap_stream(method: str) -> StreamWrapper:
+    def wrap(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            outcome = _Outcome(method)
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await outcome.fail(error, context)
+            finally:
+                outcome.record(context)
+
+        return handle
+
+    return wrap

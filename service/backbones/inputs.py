@@ -52,28 +52,28 @@ def check_count(inputs: list[Input], limits: InputLimits, field: str = "inputs")
 def texts_for_backbone(
     inputs: list[Input], backbone: str, limits: InputLimits, field: str = "inputs"
 ) -> list[str]:
-    """Checks that every input is a non-empty text within the byte limit; returns the texts.
+    """Checks the count, then that every input is a non-empty text within the byte limit.
 
     Raises:
         InvalidArgument: naming the first bad input, e.g. ``inputs[2].text``.
     """
     check_count(inputs, limits, field)
-    texts: list[str] = []
-    for index, item in enumerate(inputs):
-        where = f"{field}[{index}]"
-        if isinstance(item, MissingInput):
-            raise InvalidArgument(where, "one of text, image or embedding must be set")
-        if not isinstance(item, TextInput):
-            kind = _FIELD_OF[type(item)]
-            raise InvalidArgument(
-                f"{where}.{kind}", f"backbone '{backbone}' takes text, not {kind}"
-            )
-        size = len(item.text.encode("utf-8"))
-        if size == 0 or not item.text.strip():
-            raise InvalidArgument(f"{where}.text", "must not be empty")
-        if size > limits.max_text_bytes:
-            raise InvalidArgument(
-                f"{where}.text", f"{size} bytes exceed the limit of {limits.max_text_bytes}"
-            )
-        texts.append(item.text)
-    return texts
+    return [
+        check_text(item, backbone, limits.max_text_bytes, f"{field}[{index}]")
+        for index, item in enumerate(inputs)
+    ]
+
+
+def check_text(item: Input, backbone: str, max_text_bytes: int, where: str) -> str:
+    """The text of one input of a text backbone; `where` names it (e.g. ``examples[3].input``)."""
+    if isinstance(item, MissingInput):
+        raise InvalidArgument(where, "one of text, image or embedding must be set")
+    if not isinstance(item, TextInput):
+        kind = _FIELD_OF[type(item)]
+        raise InvalidArgument(f"{where}.{kind}", f"backbone '{backbone}' takes text, not {kind}")
+    size = len(item.text.encode("utf-8"))
+    if size == 0 or not item.text.strip():
+        raise InvalidArgument(f"{where}.text", "must not be empty")
+    if size > max_text_bytes:
+        raise InvalidArgument(f"{where}.text", f"{size} bytes exceed the limit of {max_text_bytes}")
+    return item.text

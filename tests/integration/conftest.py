@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from service.client import authed_channel
 from service.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
@@ -35,8 +36,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as ch:
+def tenant_key(server: ServerProcess) -> str:
+    """An API key of tenant `acme` on the shared server."""
+    return server.create_tenant_key("acme")
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess, tenant_key: str) -> Iterator[grpc.Channel]:
+    """A channel whose every call carries acme's key."""
+    with authed_channel(server.address, tenant_key) as ch:
         yield ch
 
 

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from service.backbones.card import model_path, sha256_of_file
+from service.client import authed_aio_channel
 from service.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
@@ -54,7 +55,7 @@ def test_a_text_embeds_the_same_whatever_it_is_batched_with(embedding_stub, sent
 
 
 def test_concurrent_clients_each_get_their_own_vectors(
-    server: ServerProcess, reference_model, sentences
+    server: ServerProcess, tenant_key: str, reference_model, sentences
 ) -> None:
     """24 clients at once, each with its own texts and count: every reply matches its own texts."""
     requests = [
@@ -64,7 +65,7 @@ def test_concurrent_clients_each_get_their_own_vectors(
     expected = [reference_model.encode(texts, convert_to_numpy=True) for texts in requests]
 
     async def run() -> list[np.ndarray]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with authed_aio_channel(server.address, tenant_key) as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
             replies = await asyncio.gather(*(stub.Embed(text_request(t)) for t in requests))
         return [vectors(r) for r in replies]

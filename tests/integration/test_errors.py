@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import pytest
 
+from service.client import authed_aio_channel
 from service.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request, vectors
@@ -55,9 +56,11 @@ def test_bad_input_is_invalid_argument_naming_the_field(embedding_stub, case: st
     assert len(embedding_stub.Embed(request(OK)).embeddings) == 1
 
 
-def test_bad_requests_do_not_disturb_concurrent_good_ones(server: ServerProcess, sentences) -> None:
+def test_bad_requests_do_not_disturb_concurrent_good_ones(
+    server: ServerProcess, tenant_key: str, sentences
+) -> None:
     async def run() -> tuple[list, list]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with authed_aio_channel(server.address, tenant_key) as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
             good = [stub.Embed(text_request(sentences[i : i + 3])) for i in range(8)]
             bad = [stub.Embed(case[0]) for case in BAD_REQUESTS.values()]
@@ -75,9 +78,10 @@ def test_overload_is_resource_exhausted_not_an_unbounded_queue(
     """With room for 16 waiting inputs, a burst of 40 requests of 8 texts is partly refused."""
     process = start_server(tmp_path, model_repo, TRANSFERD_MAX_QUEUED_INPUTS="16")
     try:
+        key = process.create_tenant_key("acme")
 
         async def burst() -> list:
-            async with grpc.aio.insecure_channel(process.address) as channel:
+            async with authed_aio_channel(process.address, key) as channel:
                 stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
                 calls = [stub.Embed(text_request(sentences[:8])) for _ in range(40)]
                 return await asyncio.gather(*calls, return_exceptions=True)

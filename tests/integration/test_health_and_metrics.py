@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from service.client import authed_channel
 from service.config import Settings
 from service.launcher import ServerProcess, free_port, health_status
 from service.server import Server
@@ -64,7 +65,7 @@ def test_sigterm_drains_not_serving_and_finishes_in_flight_work(
     tmp_path: Path, model_repo: Path, sentences
 ) -> None:
     process = start_server(tmp_path, model_repo, TRANSFERD_DRAIN_DELAY_S="3")
-    with grpc.insecure_channel(process.address) as channel:
+    with authed_channel(process.address, process.create_tenant_key("acme")) as channel:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
         in_flight = stub.Embed.future(text_request(sentences * 3))  # 60 texts: takes a while
         assert process.process is not None

@@ -1,0 +1,136 @@
+"""Hyper-parameters: declared per kind, parsed from the API's ``map<string, string>``.
+
+Each kind declares its parameters with a type, a range and a default. A *tunable* parameter has
+no fixed default: when the caller leaves it out, the kind picks it by cross-validation. Parsed
+values go back to strings with `format_value`, so the effective parameters recorded on a head's
+card are themselves valid input for training the same head again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from heads.errors import InvalidParams
+
+#: A parsed parameter value; None only for a tunable parameter the caller did not give.
+ParamValue = float | int | str | None
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    """A float parameter, bounded below (exclusive ``gt``) and optionally above (inclusive)."""
+
+    description: str
+    default: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    tunable: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return "float"
+
+    def parse(self, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        if self.gt is not None and not value > self.gt:
+            raise ValueError(f"must be > {self.gt:g}, got {value:g}")
+        if self.le is not None and not value <= self.le:
+            raise ValueError(f"must be <= {self.le:g}, got {value:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class IntParam:
+    """An integer parameter in the inclusive range [``ge``, ``le``]."""
+
+    description: str
+    default: int
+    ge: int
+    le: int
+    tunable: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return "int"
+
+    def parse(self, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if not self.ge <= value <= self.le:
+            raise ValueError(f"must be in [{self.ge}, {self.le}], got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    """A parameter taking one of a few lower-case words (matched case-insensitively)."""
+
+    description: str
+    default: str
+    choices: tuple[str, ...]
+    tunable: bool = False
+
+    @property
+    def type_name(self) -> str:
+        return "choice"
+
+    def parse(self, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}, got {raw!r}")
+        return value
+
+
+ParamSpec = FloatParam | IntParam | ChoiceParam
+
+
+def parse_params(specs: Mapping[str, ParamSpec], raw: Mapping[str, str]) -> dict[str, ParamValue]:
+    """Parses and validates the caller's parameters against a kind's declarations.
+
+    Args:
+        specs: The kind's parameter declarations, by name.
+        raw: The caller's parameters, as strings.
+
+    Returns:
+        A value for every declared parameter: the caller's, else the default; None for a tunable
+        parameter the caller left out.
+
+    Raises:
+        InvalidParams: With field ``params[<key>]`` for an unknown key or a malformed or
+            out-of-range value.
+    """
+    for key in raw:
+        if key not in specs:
+            known = ", ".join(sorted(specs)) or "none"
+            raise InvalidParams(f"params[{key}]", f"unknown parameter; this kind takes: {known}")
+    values: dict[str, ParamValue] = {}
+    for name, spec in specs.items():
+        if name not in raw:
+            values[name] = spec.default
+            continue
+        text = raw[name]
+        if not isinstance(text, str):
+            raise InvalidParams(f"params[{name}]", "value must be a string")
+        try:
+            values[name] = spec.parse(text)
+        except ValueError as exc:
+            raise InvalidParams(f"params[{name}]", str(exc)) from None
+    return values
+
+
+def format_value(value: float | int | str) -> str:
+    """Formats a parameter value so that `parse` of its spec gives the same value back."""
+    if isinstance(value, float):
+        # float() first: numpy 2 scalars repr as "np.float64(...)". repr is the shortest string
+        # that round-trips exactly.
+        return repr(float(value))
+    return str(value)

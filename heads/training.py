@@ -1,0 +1,228 @@
+"""Training one head: validate, split, fit, evaluate, refit, export, verify.
+
+Decisions:
+
+* Metrics are measured on the validation part by a model fitted on the training part only.
+* The *published* model is then refitted on all examples (training + validation) with the
+  effective parameters of the first fit (tuned values are not re-tuned), because a head is
+  usually trained on few examples and holding 20% back from it costs more than the refit risks.
+  The reported metrics are therefore a slightly conservative estimate for the published head.
+* The ONNX export of the published model is verified on the validation inputs (the training
+  inputs when the validation part is empty); nothing is returned unless it matches.
+* BLAS runs single-threaded while training (see `heads.threads`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from heads.card import HeadCard, data_hash, utc_now
+from heads.errors import InvalidParams, InvalidTrainingData
+from heads.kinds import HeadKind, get_kind
+from heads.metrics import evaluate
+from heads.onnx_export import export_verified
+from heads.params import ParamValue, format_value, parse_params
+from heads.split import DEFAULT_VALIDATION_FRACTION, check_validation_fraction, split_indices
+from heads.targets import EncodedTargets, Task, encode_targets
+from heads.threads import single_threaded_blas
+
+#: Progress callback: (stage, fraction of the head's training done, 0..1). Stages, in order:
+#: ``split``, ``fit``, ``evaluate``, ``refit``, ``export``, ``done``. An exception it raises
+#: (e.g. the job was cancelled) aborts training and propagates.
+Progress = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class TrainedHead:
+    """A trained, verified head, not yet published.
+
+    Attributes:
+        kind: Kind name (the default resolved).
+        task: Inferred task.
+        labels: Labels in the ONNX ``probabilities`` column order; empty for regression.
+        metrics: Validation metrics (see `heads.metrics.evaluate`).
+        params: Effective parameters as strings, tuned values included.
+        embedding_dim: Input width.
+        num_examples: Number of examples trained on (both parts).
+        data_hash: `heads.card.data_hash` of the training set.
+        onnx_bytes: The verified ONNX graph of the published model.
+    """
+
+    kind: str
+    task: Task
+    labels: list[str]
+    metrics: dict[str, float]
+    params: dict[str, str]
+    embedding_dim: int
+    num_examples: int
+    data_hash: str
+    onnx_bytes: bytes = field(repr=False)
+
+    @property
+    def onnx_sha256(self) -> str:
+        """SHA-256 (hex) of `onnx_bytes`."""
+        return hashlib.sha256(self.onnx_bytes).hexdigest()
+
+    def to_card(
+        self,
+        *,
+        tenant: str,
+        name: str,
+        version: int,
+        backbone: str,
+        backbone_fingerprint: str,
+        created_at: str | None = None,
+    ) -> HeadCard:
+        """Builds the card to publish with `onnx_bytes`, from what the service knows.
+
+        Args:
+            tenant: Owner.
+            name: Head name.
+            version: Version being published (>= 1).
+            backbone: Backbone the embeddings came from.
+            backbone_fingerprint: Its fingerprint.
+            created_at: ISO-8601 UTC time; now if omitted.
+        """
+        return HeadCard(
+            tenant=tenant,
+            name=name,
+            version=version,
+            kind=self.kind,
+            task=self.task,
+            labels=list(self.labels),
+            metrics=dict(self.metrics),
+            params=dict(self.params),
+            backbone=backbone,
+            backbone_fingerprint=backbone_fingerprint,
+            embedding_dim=self.embedding_dim,
+            num_examples=self.num_examples,
+            data_hash=self.data_hash,
+            created_at=created_at or utc_now(),
+            onnx_sha256=self.onnx_sha256,
+        )
+
+
+def _check_embeddings(embeddings: np.ndarray, n_targets: int) -> np.ndarray:
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise InvalidTrainingData(
+            "examples", f"embeddings must be (n, d) with d >= 1, got {x.shape}"
+        )
+    if x.shape[0] != n_targets:
+        raise InvalidTrainingData(
+            "examples", f"{x.shape[0]} embeddings for {n_targets} targets; need one per example"
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise InvalidTrainingData("examples", f"embeddings must be numbers, got {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        raise InvalidTrainingData(f"examples[{bad[0]}].input", "embedding has NaN or infinity")
+    return x
+
+
+def _resolve(
+    kind: str, targets: Sequence[object], params: Mapping[str, str] | None
+) -> tuple[HeadKind, EncodedTargets, dict[str, ParamValue]]:
+    get_kind(kind)  # an unknown kind is reported before anything about the examples
+    encoded = encode_targets(targets)
+    head_kind = get_kind(kind, encoded.task)
+    if params is not None and not isinstance(params, Mapping):
+        raise InvalidParams("params", "must be a map of strings to strings")
+    return head_kind, encoded, parse_params(head_kind.params, params or {})
+
+
+def check_request(
+    kind: str,
+    targets: Sequence[object],
+    params: Mapping[str, str] | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> tuple[str, Task]:
+    """Validates a training request before anything is embedded, as `train_head` would.
+
+    Lets the service refuse a bad request at once instead of failing the job after embedding.
+    `train_head` repeats these checks, so calling this first is optional.
+
+    Args:
+        kind: Head kind name; "" means the default.
+        targets: One target per example (see `train_head`).
+        params: Hyper-parameters as strings.
+        validation_fraction: Share held out for metrics.
+
+    Returns:
+        The resolved kind name (never empty) and the inferred task.
+
+    Raises:
+        InvalidTrainingData: Bad targets (``.field`` names the example).
+        InvalidParams: Unknown kind, kind/task mismatch, bad parameter or validation fraction.
+    """
+    check_validation_fraction(validation_fraction)
+    head_kind, encoded, _ = _resolve(kind, targets, params)
+    return head_kind.name, encoded.task
+
+
+def train_head(
+    kind: str,
+    embeddings: np.ndarray,
+    targets: Sequence[object],
+    params: Mapping[str, str] | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    progress: Progress | None = None,
+) -> TrainedHead:
+    """Trains, evaluates, exports and verifies one head.
+
+    CPU-bound (up to a few seconds for a thousand examples); the service runs it in an executor.
+
+    Args:
+        kind: Head kind name; "" means the default (``logistic_regression``).
+        embeddings: (n, d) embeddings of the examples, any real dtype (used as float32).
+        targets: n targets: ``str`` labels (classification), sequences of ``str`` (multi-label)
+            or numbers (regression); see `heads.targets.encode_targets`.
+        params: Hyper-parameters as strings (the API's map<string, string>).
+        validation_fraction: Share held out for metrics, in [0, 0.9].
+        progress: Optional progress callback, see `Progress`.
+
+    Returns:
+        The trained head with verified ONNX bytes.
+
+    Raises:
+        InvalidTrainingData: Bad targets or embeddings (``.field`` names the example).
+        InvalidParams: Unknown kind, kind/task mismatch, bad parameter or validation fraction.
+        HeadVerificationError: The ONNX export does not reproduce the fitted model.
+    """
+    report = progress or (lambda stage, fraction: None)
+    fraction = check_validation_fraction(validation_fraction)
+    head_kind, encoded, parsed = _resolve(kind, targets, params)
+    x = _check_embeddings(embeddings, len(encoded))
+
+    report("split", 0.0)
+    train, val = split_indices(encoded, fraction)
+    with single_threaded_blas():
+        report("fit", 0.05)
+        first = head_kind.fit(x[train], encoded.subset(train), parsed)
+        report("evaluate", 0.6)
+        val_scores = first.model.scores(x[val]) if len(val) else np.empty((0,))
+        metrics = evaluate(val_scores, encoded.subset(val), num_train=len(train))
+        final = first
+        if len(val):
+            report("refit", 0.65)
+            final = head_kind.fit(x, encoded, first.params)
+        report("export", 0.9)
+        verify_on = x[val] if len(val) else x[train]
+        onnx_bytes = export_verified(final.model, x.shape[1], verify_on, encoded.task)
+    report("done", 1.0)
+    return TrainedHead(
+        kind=head_kind.name,
+        task=encoded.task,
+        labels=list(encoded.labels),
+        metrics=metrics,
+        params={k: format_value(v) for k, v in final.params.items()},
+        embedding_dim=int(x.shape[1]),
+        num_examples=len(encoded),
+        data_hash=data_hash(x, encoded),
+        onnx_bytes=onnx_bytes,
+    )

@@ -1,0 +1,91 @@
+"""HeadService: converts and delegates; the tenant always comes from the caller's key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from service.api.convert import inputs_from_pb
+from service.api.convert_heads import head_to_pb, job_to_pb, predict_result_to_pb, target_from_pb
+from service.backbones.embedder import Embedder
+from service.jobs.manager import JobManager
+from service.jobs.validation import validate_training_request
+from service.predictor import Predictor
+from service.store.registry import HeadRegistry
+from service.tenancy.principal import current_tenant
+from transferd.v1 import heads_pb2, heads_pb2_grpc
+
+DEFAULT_VALIDATION_FRACTION = 0.2
+
+
+class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
+    def __init__(
+        self,
+        embedder: Embedder,
+        jobs: JobManager,
+        registry: HeadRegistry,
+        predictor: Predictor,
+        max_examples: int,
+    ) -> None:
+        self._embedder = embedder
+        self._jobs = jobs
+        self._registry = registry
+        self._predictor = predictor
+        self._max_examples = max_examples
+
+    async def TrainHead(self, request: heads_pb2.TrainHeadRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+        tenant = current_tenant()
+        fraction = (
+            request.validation_fraction
+            if request.HasField("validation_fraction")
+            else DEFAULT_VALIDATION_FRACTION
+        )
+        training = validate_training_request(
+            self._embedder,
+            head=request.head,
+            backbone=request.backbone,
+            kind=request.kind,
+            inputs=inputs_from_pb(e.input for e in request.examples),
+            targets=[target_from_pb(e) for e in request.examples],
+            params=dict(request.params),
+            validation_fraction=fraction,
+            max_examples=self._max_examples,
+        )
+        return job_to_pb(await self._jobs.submit(tenant, training))
+
+    async def GetJob(self, request: heads_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+        return job_to_pb(await self._jobs.get(current_tenant(), request.job_id))
+
+    async def WatchJob(
+        self, request: heads_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[heads_pb2.Job]:
+        async for job in self._jobs.watch(current_tenant(), request.job_id):
+            yield job_to_pb(job)
+
+    async def CancelJob(self, request: heads_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+        return job_to_pb(await self._jobs.cancel(current_tenant(), request.job_id))
+
+    async def ListHeads(
+        self, request: heads_pb2.ListHeadsRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.ListHeadsResponse:
+        cards = await self._registry.list(current_tenant(), request.include_all_versions)
+        return heads_pb2.ListHeadsResponse(heads=[head_to_pb(c) for c in cards])
+
+    async def GetHead(self, request: heads_pb2.GetHeadRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Head:
+        return head_to_pb(await self._registry.get(current_tenant(), request.head, request.version))
+
+    async def DeleteHead(
+        self, request: heads_pb2.DeleteHeadRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.DeleteHeadResponse:
+        await self._registry.delete(current_tenant(), request.head, request.version)
+        return heads_pb2.DeleteHeadResponse()
+
+    async def Predict(
+        self, request: heads_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.PredictResponse:
+        result = await self._predictor.predict(
+            current_tenant(), request.head, request.version,
+            inputs_from_pb(request.inputs), request.top_k,
+        )  # fmt: skip
+        return predict_result_to_pb(result)

@@ -1,0 +1,91 @@
+"""Jobs in the metadata database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.jobs.model import JobSnapshot, JobState
+from service.store.database import Database, as_utc, utcnow
+from service.store.schema import JobRow
+
+ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+def _snapshot(row: JobRow) -> JobSnapshot:
+    return JobSnapshot(
+        job_id=row.job_id, tenant=row.tenant, head=row.head, backbone=row.backbone,
+        kind=row.kind, num_examples=row.num_examples, state=JobState(row.state),
+        stage=row.stage, progress=row.progress, error=row.error,
+        metrics=json.loads(row.metrics_json), version=row.version,
+        created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
+    )  # fmt: skip
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, job: JobSnapshot) -> None:
+        def add(session: Session) -> None:
+            session.add(
+                JobRow(
+                    job_id=job.job_id, tenant=job.tenant, head=job.head, backbone=job.backbone,
+                    kind=job.kind, num_examples=job.num_examples, state=job.state.value,
+                    stage=job.stage, progress=job.progress, error=job.error,
+                    metrics_json=json.dumps(job.metrics), version=job.version,
+                    created_at=job.created_at, updated_at=job.updated_at,
+                )  # fmt: skip
+            )
+
+        await self._db.run(add)
+
+    def save(self, job: JobSnapshot) -> asyncio.Future[None]:
+        """Queues a write of the job's changing fields (writes land in the order queued)."""
+
+        def write(session: Session) -> None:
+            session.execute(
+                update(JobRow)
+                .where(JobRow.job_id == job.job_id)
+                .values(
+                    state=job.state.value, stage=job.stage, progress=job.progress,
+                    error=job.error, metrics_json=json.dumps(job.metrics),
+                    version=job.version, updated_at=job.updated_at,
+                )  # fmt: skip
+            )
+
+        return self._db.submit(write)
+
+    async def get(self, tenant: str, job_id: str) -> JobSnapshot | None:
+        """The job if it belongs to `tenant` (another tenant's job is None, like a missing one)."""
+
+        def query(session: Session) -> JobSnapshot | None:
+            row = session.get(JobRow, job_id)
+            return _snapshot(row) if row is not None and row.tenant == tenant else None
+
+        return await self._db.run(query)
+
+    async def count_active(self, tenant: str | None = None) -> int:
+        def query(session: Session) -> int:
+            select_ = select(func.count()).select_from(JobRow).where(JobRow.state.in_(ACTIVE))
+            if tenant is not None:
+                select_ = select_.where(JobRow.tenant == tenant)
+            return int(session.scalar(select_) or 0)
+
+        return await self._db.run(query)
+
+    def fail_interrupted(self, reason: str) -> int:
+        """At start-up: no job may stay QUEUED or RUNNING from a previous process."""
+
+        def fail(session: Session) -> int:
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.state.in_(ACTIVE))
+                .values(state=JobState.FAILED.value, stage="interrupted", error=reason, updated_at=utcnow())
+            )
+            return int(result.rowcount or 0)
+
+        return self._db.call(fail)

@@ -1,0 +1,90 @@
+"""Predict: one batched embed of the inputs, then one call of the tenant's head."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from heads import LoadedHead, Prediction
+from service.backbones.embedder import Embedder, ServedBackbone
+from service.backbones.inputs import EmbeddingInput, Input, check_count, check_text
+from service.errors import FailedPrecondition, InvalidArgument
+from service.store.registry import HeadRegistry, check_head_name
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    head: str
+    version: int
+    predictions: list[Prediction]
+
+
+class Predictor:
+    def __init__(self, embedder: Embedder, registry: HeadRegistry, executor: Executor) -> None:
+        self._embedder = embedder
+        self._registry = registry
+        self._executor = executor
+
+    async def predict(
+        self, tenant: str, head: str, version: int, inputs: list[Input], top_k: int
+    ) -> PredictResult:
+        """Predicts with the tenant's head on texts and/or precomputed embeddings.
+
+        Raises:
+            NotFound: no such head (or version) for this tenant.
+            FailedPrecondition: the head's backbone is not served, or was re-exported since.
+            InvalidArgument: a bad input, named by index.
+        """
+        check_head_name(head)
+        check_count(inputs, self._embedder.limits)
+        loaded = await self._registry.load(tenant, head, version)
+        card = loaded.card
+        served = self._served_backbone(loaded)
+        rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
+        text_positions: list[int] = []
+        for index, item in enumerate(inputs):
+            if isinstance(item, EmbeddingInput):
+                rows[index] = _checked_embedding(item, card.embedding_dim, index)
+            else:
+                check_text(item, served.card.name, self._embedder.limits.max_text_bytes, f"inputs[{index}]")
+                text_positions.append(index)
+        if text_positions:
+            result = await self._embedder.embed(
+                served.card.name, [inputs[i] for i in text_positions]
+            )
+            rows[text_positions] = result.vectors
+        predictions = await asyncio.get_running_loop().run_in_executor(
+            self._executor, loaded.predict, rows, top_k
+        )
+        return PredictResult(card.name, card.version, predictions)
+
+    def _served_backbone(self, loaded: LoadedHead) -> ServedBackbone:
+        card = loaded.card
+        try:
+            served = self._embedder.get(card.backbone)
+        except InvalidArgument:
+            raise FailedPrecondition(
+                f"head '{card.name}' v{card.version} needs backbone '{card.backbone}', "
+                "which this server does not serve"
+            ) from None
+        if served.card.fingerprint != card.backbone_fingerprint:
+            raise FailedPrecondition(
+                f"head '{card.name}' v{card.version} was trained on a different export of "
+                f"'{card.backbone}' (fingerprint {card.backbone_fingerprint[:12]}, served "
+                f"{served.card.fingerprint[:12]}); train it again"
+            )
+        return served
+
+
+def _checked_embedding(item: EmbeddingInput, dim: int, index: int) -> np.ndarray:
+    values = item.values
+    if values.shape != (dim,):
+        raise InvalidArgument(
+            f"inputs[{index}].embedding", f"has {values.size} values; the head takes {dim}"
+        )
+    if not np.all(np.isfinite(values)):
+        raise InvalidArgument(f"inputs[{index}].embedding", "has NaN or infinite values")
+    return values

@@ -1,0 +1,1 @@
+"""Durable state: the metadata database (SQLAlchemy) and the head artifact files."""

@@ -1,0 +1,119 @@
+"""The tenant directory: tenants and API keys in the database, keys cached in memory for auth.
+
+Every authenticated RPC consults the key cache, not the database: authentication costs no I/O.
+The cache is the database's mirror in this process (the only writer, see deploy/README.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.errors import InvalidArgument, NotFound, Unauthenticated
+from service.store.database import Database, utcnow
+from service.store.schema import ApiKeyRow, TenantRow
+from service.tenancy import keys
+from service.tenancy.principal import Principal
+
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ADMIN_KEY_ID = "admin"
+
+
+@dataclass(frozen=True)
+class _CachedKey:
+    tenant: str
+    secret_sha256: str
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    tenant: str
+    secret: str
+
+
+def check_tenant_name(name: str, field: str = "tenant") -> None:
+    if not TENANT_NAME.match(name):
+        raise InvalidArgument(
+            field,
+            "must be 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+        )
+
+
+class TenantDirectory:
+    """Creates tenants and keys, revokes keys, and authenticates bearer secrets."""
+
+    def __init__(self, db: Database, admin_secret: str | None) -> None:
+        self._db = db
+        self._admin_secret = admin_secret
+        self._keys: dict[str, _CachedKey] = db.call(_load_active_keys)
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal a bearer secret stands for.
+
+        Raises:
+            Unauthenticated: unknown, forged or revoked (one message for all: no oracle).
+        """
+        if keys.matches_admin(secret, self._admin_secret):
+            return Principal(tenant=None, key_id=ADMIN_KEY_ID)
+        key_id = keys.key_id_of(secret)
+        cached = self._keys.get(key_id) if key_id else None
+        # Hash even when the key id is unknown, so timing does not tell which ids exist.
+        stored = cached.secret_sha256 if cached else keys.hash_secret("")
+        if keys.matches(secret, stored) and cached is not None and key_id is not None:
+            return Principal(tenant=cached.tenant, key_id=key_id)
+        raise Unauthenticated("invalid or revoked API key")
+
+    async def create_tenant(self, name: str) -> str:
+        check_tenant_name(name)
+
+        def insert(session: Session) -> bool:
+            if session.get(TenantRow, name) is not None:
+                return False
+            session.add(TenantRow(name=name, created_at=utcnow()))
+            return True
+
+        if not await self._db.run(insert):
+            raise InvalidArgument("tenant", f"tenant '{name}' already exists")
+        return name
+
+    async def create_key(self, tenant: str) -> IssuedKey:
+        check_tenant_name(tenant)
+        key_id, secret = keys.new_key()
+        digest = keys.hash_secret(secret)
+
+        def insert(session: Session) -> bool:
+            if session.get(TenantRow, tenant) is None:
+                return False
+            session.add(
+                ApiKeyRow(key_id=key_id, tenant=tenant, secret_sha256=digest, created_at=utcnow())
+            )
+            return True
+
+        if not await self._db.run(insert):
+            raise NotFound(f"tenant '{tenant}' does not exist")
+        self._keys[key_id] = _CachedKey(tenant, digest)
+        return IssuedKey(key_id, tenant, secret)
+
+    async def revoke_key(self, key_id: str) -> None:
+        if not key_id:
+            raise InvalidArgument("key_id", "is required")
+
+        def revoke(session: Session) -> bool:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = utcnow()
+            return True
+
+        if not await self._db.run(revoke):
+            raise NotFound(f"no active API key '{key_id}'")
+        self._keys.pop(key_id, None)
+
+
+def _load_active_keys(session: Session) -> dict[str, _CachedKey]:
+    rows = session.scalars(select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None)))
+    return {row.key_id: _CachedKey(row.tenant, row.secret_sha256) for row in rows}
