@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +12,15 @@ import pytest
 
 from service.client import authed_channel
 from service.launcher import ServerProcess
-from tests.conftest import BACKBONE
-from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+from tests.conftest import BACKBONE, DATA
+from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc
 
 # Small limits so that the limit errors are cheap to provoke.
-LIMITS = {"TRANSFERD_MAX_INPUTS_PER_REQUEST": "64", "TRANSFERD_MAX_TEXT_BYTES": "4096"}
+LIMITS = {
+    "TRANSFERD_MAX_INPUTS_PER_REQUEST": "64",
+    "TRANSFERD_MAX_TEXT_BYTES": "4096",
+    "TRANSFERD_MAX_EXAMPLES_PER_JOB": "300",
+}
 
 
 def start_server(tmp: Path, model_repo: Path, **env: str) -> ServerProcess:
@@ -74,3 +79,27 @@ def vectors(reply: embedding_pb2.EmbedResponse) -> np.ndarray:
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def topics() -> dict:
+    """Hand-written labelled sentences: train and held-out test parts, six topics."""
+    return json.loads((DATA / "topics.json").read_text())
+
+
+def labelled(part: dict[str, list[str]]) -> list[tuple[str, str]]:
+    return [(text, label) for label, texts in sorted(part.items()) for text in texts]
+
+
+def train_request(head: str, pairs: list[tuple[str, str]], **fields: object) -> heads_pb2.TrainHeadRequest:
+    examples = [heads_pb2.Example(input=common_pb2.Input(text=t), label=label) for t, label in pairs]
+    return heads_pb2.TrainHeadRequest(head=head, examples=examples, **{"backbone": BACKBONE, **fields})
+
+
+def wait_for_job(stub: heads_pb2_grpc.HeadServiceStub, job_id: str, timeout: float = 300) -> list[heads_pb2.Job]:
+    """Every update WatchJob streams until the job is terminal."""
+    return list(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job_id), timeout=timeout))
+
+
+@pytest.fixture(scope="session")
+def heads_stub(channel: grpc.Channel) -> heads_pb2_grpc.HeadServiceStub:
+    return heads_pb2_grpc.HeadServiceStub(channel)

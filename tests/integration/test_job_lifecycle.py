@@ -1,0 +1,85 @@
+"""Jobs across a crash: kill -9 the server during training, restart it on the same data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from service.client import authed_channel
+from service.launcher import ServerProcess
+from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
+from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
+
+TWO_TOPICS = labelled({k: v for k, v in topics()["train"].items() if k in ("sports", "cooking")})
+HELD_OUT = [t for t, _ in labelled({k: v for k, v in topics()["test"].items() if k in ("sports", "cooking")})]
+
+
+def _predict(stub: heads_pb2_grpc.HeadServiceStub) -> list[tuple[str, list[tuple[str, float]]]]:
+    reply = stub.Predict(
+        heads_pb2.PredictRequest(head="kept", inputs=[common_pb2.Input(text=t) for t in HELD_OUT])
+    )
+    return [(p.label, [(s.label, s.score) for s in p.scores]) for p in reply.predictions]
+
+
+def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(tmp_path: Path, model_repo: Path) -> None:
+    server = start_server(
+        tmp_path, model_repo,
+        TRANSFERD_TRAINING_WORKERS="1", TRANSFERD_MAX_JOBS_PER_TENANT="2",
+        TRANSFERD_MAX_EXAMPLES_PER_JOB="5000",
+    )  # fmt: skip
+    key = server.create_tenant_key("acme")
+    with authed_channel(server.address, key) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        first = stub.TrainHead(train_request("kept", TWO_TOPICS))
+        assert wait_for_job(stub, first.job_id)[-1].state == heads_pb2.JOB_STATE_SUCCEEDED
+        before = _predict(stub)
+
+        # A long job (embedding 1,500 texts takes a while on two cores), then one waiting behind it.
+        many = [(f"{text} (variant {i})", label) for i in range(25) for text, label in TWO_TOPICS[:60]]
+        long_job = stub.TrainHead(train_request("kept", many))
+        queued = stub.TrainHead(train_request("other", TWO_TOPICS))
+        with pytest.raises(grpc.RpcError) as caught:  # acme now has 2 active jobs: the limit
+            stub.TrainHead(train_request("third", TWO_TOPICS))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        cancelled = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=queued.job_id))
+        assert cancelled.state == heads_pb2.JOB_STATE_CANCELLED
+
+        for update in stub.WatchJob(heads_pb2.WatchJobRequest(job_id=long_job.job_id), timeout=120):
+            if update.state == heads_pb2.JOB_STATE_RUNNING and update.progress > 0.05:
+                break
+        assert update.state == heads_pb2.JOB_STATE_RUNNING, update
+    server.kill()  # SIGKILL: no chance to clean up
+
+    server.start()  # same ports, same data folder, same admin key
+    with authed_channel(server.address, key) as channel:  # the key survived the crash
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        interrupted = stub.GetJob(heads_pb2.GetJobRequest(job_id=long_job.job_id))
+        assert interrupted.state == heads_pb2.JOB_STATE_FAILED
+        assert "restarted" in interrupted.error and interrupted.version == 0
+        assert stub.GetJob(heads_pb2.GetJobRequest(job_id=queued.job_id)).state == heads_pb2.JOB_STATE_CANCELLED
+        assert stub.GetJob(heads_pb2.GetJobRequest(job_id=first.job_id)).version == 1
+
+        every = stub.ListHeads(heads_pb2.ListHeadsRequest(include_all_versions=True)).heads
+        assert [(h.name, h.version) for h in every] == [("kept", 1)]
+        assert _predict(stub) == before  # exactly as before the crash
+
+        again = stub.TrainHead(train_request("kept", TWO_TOPICS))
+        assert wait_for_job(stub, again.job_id)[-1].version == 2
+    assert server.stop() == 0
+
+
+def test_shutdown_fails_running_jobs_with_a_reason(tmp_path: Path, model_repo: Path) -> None:
+    server: ServerProcess = start_server(tmp_path, model_repo, TRANSFERD_DRAIN_DELAY_S="0")
+    key = server.create_tenant_key("acme")
+    with authed_channel(server.address, key) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        many = [(f"{text} ({i})", label) for i in range(10) for text, label in TWO_TOPICS]
+        job = stub.TrainHead(train_request("h", many))
+        watch = stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), timeout=120)
+        next(watch)
+        assert server.stop() == 0
+        updates = list(watch)  # the stream ends with the final state, not with an error
+    assert updates[-1].state == heads_pb2.JOB_STATE_FAILED and "shut down" in updates[-1].error
