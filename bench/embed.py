@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +30,7 @@ from corpus import real_texts  # noqa: E402
 from service.backbones.card import BackboneCard, model_path  # noqa: E402
 from service.backbones.embedded import make_session  # noqa: E402
 from service.backbones.text import TextPreprocessor, collate_text  # noqa: E402
+from service.client import authed_aio_channel  # noqa: E402
 from service.launcher import ServerProcess  # noqa: E402
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc  # noqa: E402
 
@@ -66,7 +66,7 @@ def onnxruntime_contender(texts: list[str], repo: Path) -> Callable[[], np.ndarr
     return run
 
 
-def grpc_contender(texts: list[str], address: str) -> Callable[[], np.ndarray]:
+def grpc_contender(texts: list[str], address: str, key: str) -> Callable[[], np.ndarray]:
     requests = [
         embedding_pb2.EmbedRequest(
             backbone=BACKBONE, inputs=[common_pb2.Input(text=t) for t in texts[i : i + BATCH]]
@@ -75,7 +75,7 @@ def grpc_contender(texts: list[str], address: str) -> Callable[[], np.ndarray]:
     ]
 
     async def run_all() -> np.ndarray:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with authed_aio_channel(address, key) as channel:
             stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
             results: list[np.ndarray | None] = [None] * len(requests)
             next_request = 0
@@ -129,7 +129,7 @@ def main() -> None:
         contenders = {
             "a sentence-transformers": sentence_transformers_contender(texts),
             "b onnxruntime in-process": onnxruntime_contender(texts, args.model_repo),
-            "c transferd gRPC": grpc_contender(texts, server.address),
+            "c transferd gRPC": grpc_contender(texts, server.address, server.create_tenant_key("bench")),
         }
         for run in contenders.values():  # warm-up: first calls allocate and JIT-tune
             run()
