@@ -38,6 +38,7 @@ test: model
 
 bench: model
 	$(BIN)/python bench/embed.py
+	$(BIN)/python bench/heads.py
 
 lint: setup
 	$(BIN)/ruff check service heads tests bench examples

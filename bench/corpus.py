@@ -17,29 +17,36 @@ MODULES = (
 )  # fmt: skip
 
 
-def _docstrings() -> list[str]:
-    docs: list[str] = []
+def _docstrings() -> list[tuple[str, str]]:
+    """(docstring, module name) pairs."""
+    docs: list[tuple[str, str]] = []
     for name in MODULES:
         module = importlib.import_module(name)
-        docs.append(inspect.getdoc(module) or "")
+        docs.append((inspect.getdoc(module) or "", name))
         for member_name, member in sorted(vars(module).items()):
             if not member_name.startswith("_"):
-                docs.append(inspect.getdoc(member) or "")
+                docs.append((inspect.getdoc(member) or "", name))
     return docs
 
 
-def real_texts(count: int, min_chars: int = 20) -> list[str]:
-    """`count` distinct paragraphs of real prose (code samples and tables left out)."""
-    seen: dict[str, None] = {}
-    for doc in _docstrings():
+def labelled_texts(count: int, min_chars: int = 20) -> list[tuple[str, str]]:
+    """`count` distinct paragraphs of real prose, each with the module it documents as its label
+    (code samples and tables left out)."""
+    seen: dict[str, str] = {}
+    for doc, module in _docstrings():
         for paragraph in doc.split("\n\n"):
             text = " ".join(paragraph.split())
             if len(text) < min_chars or text.startswith((">>>", "...", "|", "+")):
                 continue
-            seen.setdefault(text, None)
-    texts = list(seen)
-    if len(texts) < count:
-        raise ValueError(f"only {len(texts)} texts available, {count} asked")
+            seen.setdefault(text, module)
+    pairs = list(seen.items())
+    if len(pairs) < count:
+        raise ValueError(f"only {len(pairs)} texts available, {count} asked")
     # A fixed stride rather than the first `count`: modules differ in style and length.
-    step = len(texts) / count
-    return [texts[int(i * step)] for i in range(count)]
+    step = len(pairs) / count
+    return [pairs[int(i * step)] for i in range(count)]
+
+
+def real_texts(count: int, min_chars: int = 20) -> list[str]:
+    """`count` distinct paragraphs of real prose."""
+    return [text for text, _ in labelled_texts(count, min_chars)]

@@ -129,7 +129,9 @@ def main() -> None:
         contenders = {
             "a sentence-transformers": sentence_transformers_contender(texts),
             "b onnxruntime in-process": onnxruntime_contender(texts, args.model_repo),
-            "c transferd gRPC": grpc_contender(texts, server.address, server.create_tenant_key("bench")),
+            "c transferd gRPC": grpc_contender(
+                texts, server.address, server.create_tenant_key("bench")
+            ),
         }
         for run in contenders.values():  # warm-up: first calls allocate and JIT-tune
             run()

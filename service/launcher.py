@@ -56,7 +56,7 @@ class ServerProcess:
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
         self.admin_key = env.get("TRANSFERD_ADMIN_KEY") or secrets.token_urlsafe(24)
-        self._env = {
+        self.env = {
             **os.environ,
             "TRANSFERD_GRPC_HOST": "127.0.0.1",
             "TRANSFERD_GRPC_PORT": str(self.grpc_port),
@@ -72,7 +72,7 @@ class ServerProcess:
         log = self._log_file.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve"],
-            env=self._env,
+            env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -114,7 +114,9 @@ class ServerProcess:
             except grpc.RpcError as error:
                 if "already exists" not in (error.details() or ""):
                     raise
-            reply = stub.CreateApiKey(tenants_pb2.CreateApiKeyRequest(tenant=tenant), metadata=admin)
+            reply = stub.CreateApiKey(
+                tenants_pb2.CreateApiKeyRequest(tenant=tenant), metadata=admin
+            )
         return reply.secret
 
     def kill(self) -> None:

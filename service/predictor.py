@@ -49,7 +49,9 @@ class Predictor:
             if isinstance(item, EmbeddingInput):
                 rows[index] = _checked_embedding(item, card.embedding_dim, index)
             else:
-                check_text(item, served.card.name, self._embedder.limits.max_text_bytes, f"inputs[{index}]")
+                check_text(
+                    item, served.card.name, self._embedder.limits.max_text_bytes, f"inputs[{index}]"
+                )
                 text_positions.append(index)
         if text_positions:
             result = await self._embedder.embed(

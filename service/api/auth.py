@@ -60,12 +60,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return handle
 
-    def _stream(self, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _stream(
+        self, inner: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             self._authenticate(context)
             async for response in inner(request, context):
                 yield response
 
         return handle
-
-

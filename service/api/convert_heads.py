@@ -64,7 +64,9 @@ def head_to_pb(card: HeadCard) -> heads_pb2.Head:
 def prediction_to_pb(prediction: Prediction) -> heads_pb2.Prediction:
     return heads_pb2.Prediction(
         label=prediction.label,
-        scores=[heads_pb2.LabelScore(label=label, score=score) for label, score in prediction.scores],
+        scores=[
+            heads_pb2.LabelScore(label=label, score=score) for label, score in prediction.scores
+        ],
         labels=prediction.labels,
         value=prediction.value if prediction.value is not None else 0.0,
     )
@@ -76,5 +78,3 @@ def predict_result_to_pb(result: PredictResult) -> heads_pb2.PredictResponse:
         version=result.version,
         predictions=[prediction_to_pb(p) for p in result.predictions],
     )
-
-

@@ -34,7 +34,9 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         self._predictor = predictor
         self._max_examples = max_examples
 
-    async def TrainHead(self, request: heads_pb2.TrainHeadRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+    async def TrainHead(
+        self, request: heads_pb2.TrainHeadRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.Job:
         tenant = current_tenant()
         fraction = (
             request.validation_fraction
@@ -54,7 +56,9 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         )
         return job_to_pb(await self._jobs.submit(tenant, training))
 
-    async def GetJob(self, request: heads_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+    async def GetJob(
+        self, request: heads_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.Job:
         return job_to_pb(await self._jobs.get(current_tenant(), request.job_id))
 
     async def WatchJob(
@@ -63,7 +67,9 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         async for job in self._jobs.watch(current_tenant(), request.job_id):
             yield job_to_pb(job)
 
-    async def CancelJob(self, request: heads_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Job:
+    async def CancelJob(
+        self, request: heads_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.Job:
         return job_to_pb(await self._jobs.cancel(current_tenant(), request.job_id))
 
     async def ListHeads(
@@ -72,7 +78,9 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         cards = await self._registry.list(current_tenant(), request.include_all_versions)
         return heads_pb2.ListHeadsResponse(heads=[head_to_pb(c) for c in cards])
 
-    async def GetHead(self, request: heads_pb2.GetHeadRequest, context: grpc.aio.ServicerContext) -> heads_pb2.Head:
+    async def GetHead(
+        self, request: heads_pb2.GetHeadRequest, context: grpc.aio.ServicerContext
+    ) -> heads_pb2.Head:
         return head_to_pb(await self._registry.get(current_tenant(), request.head, request.version))
 
     async def DeleteHead(

@@ -28,7 +28,9 @@ from service.store.registry import HeadRegistry
 log = logging.getLogger(__name__)
 
 RESTART_REASON = "the server restarted before this job finished; nothing was published, train again"
-SHUTDOWN_REASON = "the server shut down before this job finished; nothing was published, train again"
+SHUTDOWN_REASON = (
+    "the server shut down before this job finished; nothing was published, train again"
+)
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,16 @@ class JobManager:
             )  # fmt: skip
         except (asyncio.CancelledError, JobCancelled):
             if job_id in self._cancel_requested:
-                await self._finish(job_id, state=JobState.CANCELLED, stage="cancelled", error="cancelled by the client")
+                await self._finish(
+                    job_id,
+                    state=JobState.CANCELLED,
+                    stage="cancelled",
+                    error="cancelled by the client",
+                )
             else:
-                await self._finish(job_id, state=JobState.FAILED, stage="interrupted", error=SHUTDOWN_REASON)
+                await self._finish(
+                    job_id, state=JobState.FAILED, stage="interrupted", error=SHUTDOWN_REASON
+                )
         except Exception as error:  # noqa: BLE001 - every failure must end the job, not hang it
             message = _client_message(error)
             if message is None:

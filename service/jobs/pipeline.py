@@ -56,13 +56,19 @@ async def run_training(
     def on_progress(stage: str, fraction: float) -> None:  # called on the training thread
         if cancelled():
             raise JobCancelled()
-        loop.call_soon_threadsafe(report, stage, EMBED_SHARE + TRAIN_SHARE * fraction)
+        # heads' last stage is "done"; the job is not done until its head is published.
+        job_stage = "trained" if stage == "done" else stage
+        loop.call_soon_threadsafe(report, job_stage, EMBED_SHARE + TRAIN_SHARE * fraction)
 
     trained = await loop.run_in_executor(
         executor,
         lambda: train_head(
-            request.kind, embeddings, request.targets, request.params,
-            request.validation_fraction, on_progress,
+            request.kind,
+            embeddings,
+            request.targets,
+            request.params,
+            request.validation_fraction,
+            on_progress,
         ),  # fmt: skip
     )
     report("publishing", EMBED_SHARE + TRAIN_SHARE)

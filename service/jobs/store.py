@@ -33,11 +33,20 @@ class JobStore:
         def add(session: Session) -> None:
             session.add(
                 JobRow(
-                    job_id=job.job_id, tenant=job.tenant, head=job.head, backbone=job.backbone,
-                    kind=job.kind, num_examples=job.num_examples, state=job.state.value,
-                    stage=job.stage, progress=job.progress, error=job.error,
-                    metrics_json=json.dumps(job.metrics), version=job.version,
-                    created_at=job.created_at, updated_at=job.updated_at,
+                    job_id=job.job_id,
+                    tenant=job.tenant,
+                    head=job.head,
+                    backbone=job.backbone,
+                    kind=job.kind,
+                    num_examples=job.num_examples,
+                    state=job.state.value,
+                    stage=job.stage,
+                    progress=job.progress,
+                    error=job.error,
+                    metrics_json=json.dumps(job.metrics),
+                    version=job.version,
+                    created_at=job.created_at,
+                    updated_at=job.updated_at,
                 )  # fmt: skip
             )
 
@@ -51,9 +60,13 @@ class JobStore:
                 update(JobRow)
                 .where(JobRow.job_id == job.job_id)
                 .values(
-                    state=job.state.value, stage=job.stage, progress=job.progress,
-                    error=job.error, metrics_json=json.dumps(job.metrics),
-                    version=job.version, updated_at=job.updated_at,
+                    state=job.state.value,
+                    stage=job.stage,
+                    progress=job.progress,
+                    error=job.error,
+                    metrics_json=json.dumps(job.metrics),
+                    version=job.version,
+                    updated_at=job.updated_at,
                 )  # fmt: skip
             )
 
@@ -84,7 +97,12 @@ class JobStore:
             result = session.execute(
                 update(JobRow)
                 .where(JobRow.state.in_(ACTIVE))
-                .values(state=JobState.FAILED.value, stage="interrupted", error=reason, updated_at=utcnow())
+                .values(
+                    state=JobState.FAILED.value,
+                    stage="interrupted",
+                    error=reason,
+                    updated_at=utcnow(),
+                )
             )
             return int(result.rowcount or 0)
 

@@ -60,7 +60,15 @@ class HeadRegistry:
 
     def sweep_unpublished(self) -> None:
         """At start-up: removes artifact folders a crash left without a database row."""
-        rows = self._db.call(lambda s: list(s.execute(select(HeadRow.tenant, HeadRow.name, HeadRow.version).where(HeadRow.deleted_at.is_(None)))))
+        rows = self._db.call(
+            lambda s: list(
+                s.execute(
+                    select(HeadRow.tenant, HeadRow.name, HeadRow.version).where(
+                        HeadRow.deleted_at.is_(None)
+                    )
+                )
+            )
+        )
         removed = self._files.sweep({(t, n, v) for t, n, v in rows})
         if removed:
             log.warning("removed %d unpublished head folders left by a crash", len(removed))
@@ -86,14 +94,23 @@ class HeadRegistry:
             )  # fmt: skip
             card_json = card.to_json()
             await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._files.write, tenant, name, version, trained.onnx_bytes, card_json
+                self._executor,
+                self._files.write,
+                tenant,
+                name,
+                version,
+                trained.onnx_bytes,
+                card_json,
             )
 
             def insert(session: Session) -> None:
                 session.add(
                     HeadRow(
-                        tenant=tenant, name=name, version=version,
-                        card_json=card_json, created_at=utcnow(),
+                        tenant=tenant,
+                        name=name,
+                        version=version,
+                        card_json=card_json,
+                        created_at=utcnow(),
                     )  # fmt: skip
                 )
 
@@ -168,7 +185,9 @@ class HeadRegistry:
     def _read(self, card: HeadCard) -> LoadedHead:
         onnx, card_json = self._files.read(card.tenant, card.name, card.version)
         if HeadCard.from_json(card_json) != card:
-            raise HeadFormatError(f"card on disk differs from the registry for {card.name} v{card.version}")
+            raise HeadFormatError(
+                f"card on disk differs from the registry for {card.name} v{card.version}"
+            )
         return LoadedHead.from_bytes(card, onnx)
 
     @property

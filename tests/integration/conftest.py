@@ -90,12 +90,20 @@ def labelled(part: dict[str, list[str]]) -> list[tuple[str, str]]:
     return [(text, label) for label, texts in sorted(part.items()) for text in texts]
 
 
-def train_request(head: str, pairs: list[tuple[str, str]], **fields: object) -> heads_pb2.TrainHeadRequest:
-    examples = [heads_pb2.Example(input=common_pb2.Input(text=t), label=label) for t, label in pairs]
-    return heads_pb2.TrainHeadRequest(head=head, examples=examples, **{"backbone": BACKBONE, **fields})
+def train_request(
+    head: str, pairs: list[tuple[str, str]], **fields: object
+) -> heads_pb2.TrainHeadRequest:
+    examples = [
+        heads_pb2.Example(input=common_pb2.Input(text=t), label=label) for t, label in pairs
+    ]
+    return heads_pb2.TrainHeadRequest(
+        head=head, examples=examples, **{"backbone": BACKBONE, **fields}
+    )
 
 
-def wait_for_job(stub: heads_pb2_grpc.HeadServiceStub, job_id: str, timeout: float = 300) -> list[heads_pb2.Job]:
+def wait_for_job(
+    stub: heads_pb2_grpc.HeadServiceStub, job_id: str, timeout: float = 300
+) -> list[heads_pb2.Job]:
     """Every update WatchJob streams until the job is terminal."""
     return list(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job_id), timeout=timeout))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from service.backbones.card import model_path, sha256_of_file

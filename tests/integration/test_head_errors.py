@@ -26,40 +26,63 @@ BAD_TRAINING = {
     "no examples": (heads_pb2.TrainHeadRequest(head="h", backbone=BACKBONE), "examples:"),
     "one class": (train_request("h", [(t, "sports") for t, _ in TWO_TOPICS]), "examples"),
     "mixed targets": (
-        heads_pb2.TrainHeadRequest(head="h", backbone=BACKBONE, examples=[*GOOD[:3], example(input=text("x y"), value=1.0)]),
+        heads_pb2.TrainHeadRequest(
+            head="h", backbone=BACKBONE, examples=[*GOOD[:3], example(input=text("x y"), value=1.0)]
+        ),
         "examples[3]",
     ),
     "no target": (
-        heads_pb2.TrainHeadRequest(head="h", backbone=BACKBONE, examples=[*GOOD[:2], example(input=text("x y"))]),
+        heads_pb2.TrainHeadRequest(
+            head="h", backbone=BACKBONE, examples=[*GOOD[:2], example(input=text("x y"))]
+        ),
         "examples[2]: one of label, labels or value is required",
     ),
     "two targets": (
         heads_pb2.TrainHeadRequest(
-            head="h", backbone=BACKBONE, examples=[*GOOD[:4], example(input=text("a b"), label="x", value=2.0)]
+            head="h",
+            backbone=BACKBONE,
+            examples=[*GOOD[:4], example(input=text("a b"), label="x", value=2.0)],
         ),
         "examples[4]: set only one",
     ),
-    "unknown backbone": (train_request("h", TWO_TOPICS, backbone="resnet-9000"), "backbone: unknown backbone"),
+    "unknown backbone": (
+        train_request("h", TWO_TOPICS, backbone="resnet-9000"),
+        "backbone: unknown backbone",
+    ),
     "unknown kind": (train_request("h", TWO_TOPICS, kind="random_forest"), "kind:"),
     "kind cannot do the task": (train_request("h", TWO_TOPICS, kind="ridge"), "kind:"),
     "image input to a text backbone": (
         heads_pb2.TrainHeadRequest(
-            head="h", backbone=BACKBONE, examples=[*GOOD[:5], example(input=common_pb2.Input(image=b"\x89PNG"), label="x")]
+            head="h",
+            backbone=BACKBONE,
+            examples=[*GOOD[:5], example(input=common_pb2.Input(image=b"\x89PNG"), label="x")],
         ),
         "examples[5].input.image",
     ),
     "empty text": (
-        heads_pb2.TrainHeadRequest(head="h", backbone=BACKBONE, examples=[*GOOD[:1], example(input=text(""), label="x")]),
+        heads_pb2.TrainHeadRequest(
+            head="h", backbone=BACKBONE, examples=[*GOOD[:1], example(input=text(""), label="x")]
+        ),
         "examples[1].input.text",
     ),
-    "over the example limit": (train_request("h", TWO_TOPICS * 13), "examples: 312 examples exceed the limit of 300"),
+    "over the example limit": (
+        train_request("h", TWO_TOPICS * 13),
+        "examples: 312 examples exceed the limit of 300",
+    ),
     "unknown param": (train_request("h", TWO_TOPICS, params={"gamma": "1"}), "params[gamma]"),
     "malformed param": (train_request("h", TWO_TOPICS, params={"C": "lots"}), "params[C]"),
     "out of range param": (train_request("h", TWO_TOPICS, params={"C": "-1"}), "params[C]"),
-    "validation fraction": (train_request("h", TWO_TOPICS, validation_fraction=0.95), "validation_fraction"),
+    "validation fraction": (
+        train_request("h", TWO_TOPICS, validation_fraction=0.95),
+        "validation_fraction",
+    ),
     "bad head name": (train_request("../../etc", TWO_TOPICS), "head:"),
     "empty label": (
-        heads_pb2.TrainHeadRequest(head="h", backbone=BACKBONE, examples=[*GOOD[:2], example(input=text("x y"), labels=["a", ""])]),
+        heads_pb2.TrainHeadRequest(
+            head="h",
+            backbone=BACKBONE,
+            examples=[*GOOD[:2], example(input=text("x y"), labels=["a", ""])],
+        ),
         "examples[2]",
     ),
 }

@@ -28,11 +28,15 @@ def trained(heads_stub: heads_pb2_grpc.HeadServiceStub) -> dict:
     return {"job": job, "reply_seconds": reply_seconds, "updates": updates}
 
 
-def _accuracy(stub: heads_pb2_grpc.HeadServiceStub, head: str, pairs: list[tuple[str, str]]) -> float:
+def _accuracy(
+    stub: heads_pb2_grpc.HeadServiceStub, head: str, pairs: list[tuple[str, str]]
+) -> float:
     reply = stub.Predict(
         heads_pb2.PredictRequest(head=head, inputs=[common_pb2.Input(text=t) for t, _ in pairs])
     )
-    return float(np.mean([p.label == label for p, (_, label) in zip(reply.predictions, pairs, strict=True)]))
+    return float(
+        np.mean([p.label == label for p, (_, label) in zip(reply.predictions, pairs, strict=True)])
+    )
 
 
 def test_train_head_returns_a_queued_job_at_once(trained: dict) -> None:
@@ -70,13 +74,20 @@ def test_predicts_held_out_text_far_above_chance_and_as_well_as_hand_made_sklear
     baseline = LogisticRegression().fit(
         reference_model.encode([t for t, _ in train]), [label for _, label in train]
     )
-    theirs = float(np.mean(baseline.predict(reference_model.encode([t for t, _ in test])) == [label for _, label in test]))
+    theirs = float(
+        np.mean(
+            baseline.predict(reference_model.encode([t for t, _ in test]))
+            == [label for _, label in test]
+        )
+    )
     print(f"held-out accuracy: transferd {ours:.3f}, hand-made sklearn {theirs:.3f}")
     assert ours >= 0.8  # chance is 1/6
     assert ours >= theirs
 
 
-def test_predict_top_k_scores_and_precomputed_embeddings(trained: dict, heads_stub, embedding_stub) -> None:
+def test_predict_top_k_scores_and_precomputed_embeddings(
+    trained: dict, heads_stub, embedding_stub
+) -> None:
     text = "The goalkeeper saved a penalty in the final minute."
     by_text = heads_stub.Predict(
         heads_pb2.PredictRequest(head=HEAD, inputs=[common_pb2.Input(text=text)], top_k=3)
@@ -88,7 +99,9 @@ def test_predict_top_k_scores_and_precomputed_embeddings(trained: dict, heads_st
     scores = [s.score for s in prediction.scores]
     assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
     vector = embedding_stub.Embed(
-        embedding_pb2.EmbedRequest(backbone="all-minilm-l6-v2", inputs=[common_pb2.Input(text=text)])
+        embedding_pb2.EmbedRequest(
+            backbone="all-minilm-l6-v2", inputs=[common_pb2.Input(text=text)]
+        )
     ).embeddings[0]
     by_vector = heads_stub.Predict(
         heads_pb2.PredictRequest(head=HEAD, inputs=[common_pb2.Input(embedding=vector)], top_k=3)
@@ -96,24 +109,35 @@ def test_predict_top_k_scores_and_precomputed_embeddings(trained: dict, heads_st
     assert [(s.label, round(s.score, 5)) for s in by_vector.predictions[0].scores] == [
         (s.label, round(s.score, 5)) for s in prediction.scores
     ]
-    all_scores = heads_stub.Predict(heads_pb2.PredictRequest(head=HEAD, inputs=[common_pb2.Input(text=text)]))
+    all_scores = heads_stub.Predict(
+        heads_pb2.PredictRequest(head=HEAD, inputs=[common_pb2.Input(text=text)])
+    )
     assert len(all_scores.predictions[0].scores) == 6
 
 
 def test_get_and_list_heads_describe_the_card(trained: dict, heads_stub) -> None:
     head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head=HEAD))
-    assert (head.name, head.version, head.kind, head.task) == (HEAD, 1, "logistic_regression", "classification")
+    assert (head.name, head.version, head.kind, head.task) == (
+        HEAD,
+        1,
+        "logistic_regression",
+        "classification",
+    )
     assert sorted(head.labels) == sorted(topics()["train"])
     assert head.backbone == "all-minilm-l6-v2" and len(head.backbone_fingerprint) == 64
     assert head.num_examples == 72 and "accuracy" in head.metrics and "C" in head.params
     assert HEAD in [h.name for h in heads_stub.ListHeads(heads_pb2.ListHeadsRequest()).heads]
 
 
-def test_training_again_makes_a_new_version_and_zero_means_latest(trained: dict, heads_stub) -> None:
+def test_training_again_makes_a_new_version_and_zero_means_latest(
+    trained: dict, heads_stub
+) -> None:
     pairs = labelled({k: v for k, v in topics()["train"].items() if k in ("sports", "cooking")})
     name = "versions"
     for expected in (1, 2):
-        job = heads_stub.TrainHead(train_request(name, pairs, kind="knn", params={"n_neighbors": "3"}))
+        job = heads_stub.TrainHead(
+            train_request(name, pairs, kind="knn", params={"n_neighbors": "3"})
+        )
         final = wait_for_job(heads_stub, job.job_id)[-1]
         assert final.state == heads_pb2.JOB_STATE_SUCCEEDED and final.version == expected
     assert heads_stub.GetHead(heads_pb2.GetHeadRequest(head=name)).version == 2
@@ -132,34 +156,52 @@ def test_multi_label_and_regression_heads(trained: dict, heads_stub) -> None:
     data = topics()["train"]
     outdoors = {"sports", "weather"}
     multi = [
-        heads_pb2.Example(input=common_pb2.Input(text=t), labels=sorted({label} | ({"outdoors"} if label in outdoors else set())))
+        heads_pb2.Example(
+            input=common_pb2.Input(text=t),
+            labels=sorted({label} | ({"outdoors"} if label in outdoors else set())),
+        )
         for label, texts in data.items()
         for t in texts
     ]
-    job = heads_stub.TrainHead(heads_pb2.TrainHeadRequest(head="multi", backbone="all-minilm-l6-v2", examples=multi))
+    job = heads_stub.TrainHead(
+        heads_pb2.TrainHeadRequest(head="multi", backbone="all-minilm-l6-v2", examples=multi)
+    )
     assert wait_for_job(heads_stub, job.job_id)[-1].state == heads_pb2.JOB_STATE_SUCCEEDED
     reply = heads_stub.Predict(
-        heads_pb2.PredictRequest(head="multi", inputs=[common_pb2.Input(text="Snow and ice made the ski race dangerous.")])
+        heads_pb2.PredictRequest(
+            head="multi",
+            inputs=[common_pb2.Input(text="Snow and ice made the ski race dangerous.")],
+        )
     )
     assert "outdoors" in reply.predictions[0].labels
 
     numbers = [
-        heads_pb2.Example(input=common_pb2.Input(text=t), value=float(i % 2 == 0 and label == "finance") * 10.0)
+        heads_pb2.Example(
+            input=common_pb2.Input(text=t), value=float(i % 2 == 0 and label == "finance") * 10.0
+        )
         for label, texts in data.items()
         for i, t in enumerate(texts)
     ]
     job = heads_stub.TrainHead(
-        heads_pb2.TrainHeadRequest(head="value", backbone="all-minilm-l6-v2", kind="ridge", examples=numbers)
+        heads_pb2.TrainHeadRequest(
+            head="value", backbone="all-minilm-l6-v2", kind="ridge", examples=numbers
+        )
     )
     final = wait_for_job(heads_stub, job.job_id)[-1]
     assert final.state == heads_pb2.JOB_STATE_SUCCEEDED and "mae" in final.metrics
     head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="value"))
     assert head.task == "regression" and list(head.labels) == []
-    reply = heads_stub.Predict(heads_pb2.PredictRequest(head="value", inputs=[common_pb2.Input(text="Shares fell sharply.")]))
+    reply = heads_stub.Predict(
+        heads_pb2.PredictRequest(
+            head="value", inputs=[common_pb2.Input(text="Shares fell sharply.")]
+        )
+    )
     assert np.isfinite(reply.predictions[0].value) and reply.predictions[0].scores == []
 
 
-def test_other_tenants_see_nothing_of_acme(trained: dict, server: ServerProcess, heads_stub) -> None:
+def test_other_tenants_see_nothing_of_acme(
+    trained: dict, server: ServerProcess, heads_stub
+) -> None:
     """Tenant B gets NOT_FOUND for A's head and job, exactly as for things that do not exist."""
     job_id = trained["job"].job_id
     with authed_channel(server.address, server.create_tenant_key("globex")) as channel:

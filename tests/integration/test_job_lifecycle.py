@@ -13,7 +13,10 @@ from tests.integration.conftest import labelled, start_server, topics, train_req
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
 
 TWO_TOPICS = labelled({k: v for k, v in topics()["train"].items() if k in ("sports", "cooking")})
-HELD_OUT = [t for t, _ in labelled({k: v for k, v in topics()["test"].items() if k in ("sports", "cooking")})]
+HELD_OUT = [
+    t
+    for t, _ in labelled({k: v for k, v in topics()["test"].items() if k in ("sports", "cooking")})
+]
 
 
 def _predict(stub: heads_pb2_grpc.HeadServiceStub) -> list[tuple[str, list[tuple[str, float]]]]:
@@ -23,7 +26,9 @@ def _predict(stub: heads_pb2_grpc.HeadServiceStub) -> list[tuple[str, list[tuple
     return [(p.label, [(s.label, s.score) for s in p.scores]) for p in reply.predictions]
 
 
-def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(tmp_path: Path, model_repo: Path) -> None:
+def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
+    tmp_path: Path, model_repo: Path
+) -> None:
     server = start_server(
         tmp_path, model_repo,
         TRANSFERD_TRAINING_WORKERS="1", TRANSFERD_MAX_JOBS_PER_TENANT="2",
@@ -37,7 +42,9 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(tmp_path: Pa
         before = _predict(stub)
 
         # A long job (embedding 1,500 texts takes a while on two cores), then one waiting behind it.
-        many = [(f"{text} (variant {i})", label) for i in range(25) for text, label in TWO_TOPICS[:60]]
+        many = [
+            (f"{text} (variant {i})", label) for i in range(25) for text, label in TWO_TOPICS[:60]
+        ]
         long_job = stub.TrainHead(train_request("kept", many))
         queued = stub.TrainHead(train_request("other", TWO_TOPICS))
         with pytest.raises(grpc.RpcError) as caught:  # acme now has 2 active jobs: the limit
@@ -59,7 +66,10 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(tmp_path: Pa
         interrupted = stub.GetJob(heads_pb2.GetJobRequest(job_id=long_job.job_id))
         assert interrupted.state == heads_pb2.JOB_STATE_FAILED
         assert "restarted" in interrupted.error and interrupted.version == 0
-        assert stub.GetJob(heads_pb2.GetJobRequest(job_id=queued.job_id)).state == heads_pb2.JOB_STATE_CANCELLED
+        assert (
+            stub.GetJob(heads_pb2.GetJobRequest(job_id=queued.job_id)).state
+            == heads_pb2.JOB_STATE_CANCELLED
+        )
         assert stub.GetJob(heads_pb2.GetJobRequest(job_id=first.job_id)).version == 1
 
         every = stub.ListHeads(heads_pb2.ListHeadsRequest(include_all_versions=True)).heads
