@@ -34,6 +34,10 @@ class BackboneCard:
     # Text backbones.
     tokenizer_file: str | None = None
     max_sequence_length: int | None = None
+    # Image backbones: the graph takes uint8 NHWC pixels of image_size × image_size and does
+    # cast, normalisation and transpose itself; the gateway decodes and resizes by resize_policy.
+    image_size: int | None = None
+    resize_policy: str | None = None
     format_version: int = CARD_FORMAT_VERSION
 
     def to_json(self) -> str:
