@@ -40,23 +40,35 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class _Outcome:
-    """Tracks the status code one RPC ends with, for the metrics."""
+    """Around one RPC: maps what it raises to a status code and records the metrics."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.method = method
+        self.context = context
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
 
-    async def fail(self, error: BaseException, context: grpc.aio.ServicerContext) -> None:
-        code, message = status_of(error)
-        if code is grpc.StatusCode.INTERNAL:
-            log.exception("unhandled error in %s", self.method, exc_info=error)
-        self.code = code
-        await context.abort(code, message)
+    async def __aenter__(self) -> _Outcome:
+        return self
 
-    def record(self, context: grpc.aio.ServicerContext) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> bool:
+        try:
+            # AbortError: the handler aborted itself; BaseExceptions (cancellation) pass through.
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                code, message = status_of(error)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("unhandled error in %s", self.method, exc_info=error)
+                self.code = code
+                await self.context.abort(code, message)  # raises AbortError
+        finally:
+            self._record()
+        return False
+
+    def _record(self) -> None:
         # A handler may set a code itself (context.set_code / abort): prefer what was sent.
-        sent = context.code()
+        sent = self.context.code()
         code = sent if isinstance(sent, grpc.StatusCode) else self.code
         metrics.REQUESTS.labels(method=self.method, code=code.name).inc()
         metrics.REQUEST_LATENCY.labels(method=self.method).observe(
@@ -113,15 +125,8 @@ def rewrap_handler(
 def _wrap_unary(method: str) -> UnaryWrapper:
     def wrap(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            outcome = _Outcome(method)
-            try:
+            async with _Outcome(method, context):
                 return await inner(request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await outcome.fail(error, context)
-            finally:
-                outcome.record(context)
 
         return handle
 
@@ -131,16 +136,9 @@ def _wrap_unary(method: str) -> UnaryWrapper:
 def _wrap_stream(method: str) -> StreamWrapper:
     def wrap(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            outcome = _Outcome(method)
-            try:
+            async with _Outcome(method, context):
                 async for response in inner(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                raise
-            except Exception as error:
-                await outcome.fail(error, context)
-            finally:
-                outcome.record(context)
 
         return handle
 

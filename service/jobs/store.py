@@ -25,6 +25,15 @@ def _snapshot(row: JobRow) -> JobSnapshot:
     )  # fmt: skip
 
 
+def _changing_columns(job: JobSnapshot) -> dict[str, object]:
+    """The columns a job's progress changes (the rest are fixed when it is created)."""
+    return {
+        "state": job.state.value, "stage": job.stage, "progress": job.progress,
+        "error": job.error, "metrics_json": json.dumps(job.metrics), "version": job.version,
+        "updated_at": job.updated_at,
+    }  # fmt: skip
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -39,14 +48,8 @@ class JobStore:
                     backbone=job.backbone,
                     kind=job.kind,
                     num_examples=job.num_examples,
-                    state=job.state.value,
-                    stage=job.stage,
-                    progress=job.progress,
-                    error=job.error,
-                    metrics_json=json.dumps(job.metrics),
-                    version=job.version,
                     created_at=job.created_at,
-                    updated_at=job.updated_at,
+                    **_changing_columns(job),
                 )  # fmt: skip
             )
 
@@ -57,17 +60,7 @@ class JobStore:
 
         def write(session: Session) -> None:
             session.execute(
-                update(JobRow)
-                .where(JobRow.job_id == job.job_id)
-                .values(
-                    state=job.state.value,
-                    stage=job.stage,
-                    progress=job.progress,
-                    error=job.error,
-                    metrics_json=json.dumps(job.metrics),
-                    version=job.version,
-                    updated_at=job.updated_at,
-                )  # fmt: skip
+                update(JobRow).where(JobRow.job_id == job.job_id).values(**_changing_columns(job))
             )
 
         return self._db.submit(write)
