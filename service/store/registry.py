@@ -12,7 +12,7 @@ import re
 from collections import OrderedDict
 from concurrent.futures import Executor
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead
@@ -33,7 +33,8 @@ def check_head_name(name: str, field: str = "head") -> None:
         )
 
 
-def _live(tenant: str, name: str | None = None):  # noqa: ANN202 - a SQLAlchemy select
+def _live(tenant: str, name: str | None = None) -> Select[tuple[HeadRow]]:
+    """Published, not deleted versions of a tenant's heads (of one name when given)."""
     query = select(HeadRow).where(HeadRow.tenant == tenant, HeadRow.deleted_at.is_(None))
     return query if name is None else query.where(HeadRow.name == name)
 
@@ -60,16 +61,14 @@ class HeadRegistry:
 
     def sweep_unpublished(self) -> None:
         """At start-up: removes artifact folders a crash left without a database row."""
-        rows = self._db.call(
-            lambda s: list(
-                s.execute(
-                    select(HeadRow.tenant, HeadRow.name, HeadRow.version).where(
-                        HeadRow.deleted_at.is_(None)
-                    )
-                )
+
+        def published(session: Session) -> set[tuple[str, str, int]]:
+            live = select(HeadRow.tenant, HeadRow.name, HeadRow.version).where(
+                HeadRow.deleted_at.is_(None)
             )
-        )
-        removed = self._files.sweep({(t, n, v) for t, n, v in rows})
+            return {(t, n, v) for t, n, v in session.execute(live)}
+
+        removed = self._files.sweep(self._db.call(published))
         if removed:
             log.warning("removed %d unpublished head folders left by a crash", len(removed))
 
