@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/transferd/v1/*.proto)
 MODEL_REPO ?= $(or $(TRANSFERD_MODEL_REPO),model_repo)
+# The local CPU Triton (make triton, tests, bench): its python backend's models run in their own
+# virtualenv (NumPy 1, for the wheel's stub), built once and reused.
+TRITON_PYTHON_ENV := build/triton-python-env
+NVIDIA_PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup stubs model serve test bench lint clean
+.PHONY: setup stubs model serve test bench lint clean triton triton-env
 
 setup: $(STAMPS)/installed stubs
 
@@ -18,6 +22,9 @@ $(STAMPS)/installed: pyproject.toml
 	# torch first and pinned exactly: the local CPU build, never a multi-GB CUDA one.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# tritonserver (CPU, python backend) for `make triton` and the Triton tests. --no-deps: its
+	# numpy<2 pin would downgrade the gateway's NumPy, and none of its Python code is used.
+	$(BIN)/pip install --quiet --no-deps '$(NVIDIA_PYTRITON)'
 	@touch $@
 
 stubs: $(STAMPS)/stubs
@@ -33,15 +40,30 @@ model: setup
 serve: model
 	$(BIN)/transferd serve --model-repo $(MODEL_REPO)
 
-test: model
+# A no-op when the environment exists for the current ONNX Runtime version.
+triton-env: setup
+	$(BIN)/python -m service.backbones.triton_python_env $(TRITON_PYTHON_ENV)
+
+# A local CPU tritonserver in the foreground over the CPU flavour of $(MODEL_REPO), on
+# TRITON_GRPC_PORT / TRITON_HTTP_PORT / TRITON_METRICS_PORT (8001 / 8000 / 8002), bound to
+# TRITON_ADDRESS (127.0.0.1). Then: TRANSFERD_RUNTIME=triton TRANSFERD_TRITON_URL=localhost:8001 make serve
+triton: model triton-env
+	$(BIN)/python -m service.backbones.triton_local --model-repo $(MODEL_REPO) \
+		--workdir build/triton --python-env $(TRITON_PYTHON_ENV)
+
+test: model triton-env
 	$(BIN)/python -m pytest tests
 
-bench: model
+bench: model triton-env
+	$(BIN)/python bench/embed.py --runtime triton
 	$(BIN)/python bench/embed.py
 	$(BIN)/python bench/heads.py
 
 lint: setup
 	$(BIN)/ruff check service heads tests bench examples
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint --strict deploy
+	$(BIN)/kubernetes-validate --strict --quiet deploy/*.yaml
 
 clean:
-	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2*
+	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2* build/triton $(TRITON_PYTHON_ENV)

@@ -6,7 +6,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,32 @@ class Settings(BaseSettings):
         10.0, ge=0, description="Then: seconds in-flight requests get to finish."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+
+    # Triton (runtime=triton): how the gateway calls it and rides out its restarts.
+    triton_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline of one Triton inference call; then UNAVAILABLE."
+    )
+    triton_retries: int = Field(
+        3, ge=0, le=10, description="Retries of a Triton call that failed with UNAVAILABLE."
+    )
+    triton_retry_backoff_s: float = Field(
+        0.1, ge=0, description="Backoff before the first retry (doubles each retry, jittered)."
+    )
+    triton_probe_interval_s: float = Field(
+        1.0, gt=0, description="How often Triton's readiness is checked (feeds gRPC health)."
+    )
+    triton_startup_timeout_s: float = Field(
+        120.0, ge=0, description="At start-up: how long to wait for the model to be ready on Triton."
+    )
+
+    @field_validator("triton_url")
+    @classmethod
+    def _check_triton_url(cls, url: str) -> str:
+        # tritonclient.grpc takes host:port; a scheme or a missing port fails later and obscurely.
+        host, _, port = url.rpartition(":")
+        if "://" in url or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"triton_url must be host:port (e.g. triton:8001), not {url!r}")
+        return url
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -20,6 +20,7 @@ from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
+from service.backbones.readiness import HealthFollower
 from service.config import Settings
 from service.jobs.manager import JobLimits, JobManager
 from service.jobs.store import JobStore
@@ -88,6 +89,8 @@ class Server:
         self.jobs.recover()
         predictor = Predictor(self.embedder, self.registry, self._heads_pool)
         self.health = health.aio.HealthServicer()
+        # After start-up, health follows the backbones (a Triton backbone goes down and back).
+        self._health_follower = HealthFollower(self.embedder.is_ready, self._set_health)
         self._grpc = grpc.aio.server(
             # Outermost first: errors and metrics see every refusal of the auth interceptor.
             interceptors=[ErrorsAndMetricsInterceptor(), AuthInterceptor(self.directory)],
@@ -134,12 +137,14 @@ class Server:
         """Loads every backbone, then reports SERVING."""
         await self.embedder.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._health_follower.start()
         names = ", ".join(b.card.name for b in self.embedder.served())
         log.info("SERVING backbones: %s", names)
 
     async def stop(self, drain_delay_s: float = 0.0) -> None:
         """Drains: NOT_SERVING first while still serving (load balancers stop sending), then
         stops accepting and gives in-flight requests a grace period."""
+        await self._health_follower.stop()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if drain_delay_s:
             log.info("NOT_SERVING; still serving for %.1fs", drain_delay_s)

@@ -6,10 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from service.backbones.card import BackboneCard
-from service.backbones.embedded import EmbeddedRuntime
+from service.backbones.embedded import BackboneLoadError, EmbeddedRuntime
 from service.backbones.embedder import ServedBackbone
 from service.backbones.repository import load_cards
+from service.backbones.runtime import BackboneRuntime
 from service.backbones.text import TextPreprocessor, collate_text, plan_batches
 from service.config import RuntimeKind, Settings
 
@@ -35,9 +38,9 @@ def build_backbones(settings: Settings) -> dict[str, ServedBackbone]:
     return served
 
 
-def _runtime(settings: Settings, card: BackboneCard, folder: Path) -> EmbeddedRuntime:
-    if settings.runtime is not RuntimeKind.EMBEDDED:
-        raise NotImplementedError(f"runtime '{settings.runtime.value}' is not available yet")
+def _runtime(settings: Settings, card: BackboneCard, folder: Path) -> BackboneRuntime:
+    if settings.runtime is RuntimeKind.TRITON:
+        return _triton_runtime(settings, card)
     return EmbeddedRuntime(
         card,
         folder,
@@ -49,3 +52,39 @@ def _runtime(settings: Settings, card: BackboneCard, folder: Path) -> EmbeddedRu
         max_wait_s=settings.batch_wait_ms / 1000,
         max_queued_items=settings.max_queued_inputs,
     )
+
+
+def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
+    """A text backbone on Triton: int64 ids and mask of any length, padded to length buckets."""
+    try:
+        # tritonclient is the `triton` extra: an embedded-only install does not need it.
+        from service.backbones.triton import ModelContract, TritonOptions, TritonRuntime
+        from service.backbones.triton_batches import collate_text_bucketed, text_call_planner
+    except ImportError as error:
+        raise BackboneLoadError(
+            f"runtime=triton needs the triton extra (pip install 'transferd[triton]'): {error}"
+        ) from error
+    assert card.max_sequence_length
+    options = TritonOptions(
+        url=settings.triton_url,
+        timeout_s=settings.triton_timeout_s,
+        retries=settings.triton_retries,
+        retry_backoff_s=settings.triton_retry_backoff_s,
+        probe_interval_s=settings.triton_probe_interval_s,
+        startup_timeout_s=settings.triton_startup_timeout_s,
+        max_in_flight_items=settings.max_queued_inputs,
+    )
+    contract = ModelContract(
+        input_dtypes={name: np.dtype(np.int64) for name in card.input_names},
+        input_dims={name: [-1] for name in card.input_names},
+    )
+    runtime: TritonRuntime
+    runtime = TritonRuntime(
+        card,
+        contract,
+        collate=collate_text_bucketed(card.max_sequence_length),
+        # Reads the model's max_batch_size when called: Triton reports it at start-up.
+        plan_calls=text_call_planner(card.max_sequence_length, lambda: runtime.max_batch_size),
+        options=options,
+    )
+    return runtime

@@ -1,0 +1,73 @@
+"""Keeps gRPC health in step with the backbones' readiness after start-up.
+
+An embedded backbone is ready from load to close, but a backbone on Triton becomes unready while
+Triton is unreachable and ready again when it returns (TritonRuntime's own probe tracks that).
+Health must follow, so that Kubernetes takes a gateway out of its Service while its backbones
+cannot serve, and puts it back without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from grpc_health.v1 import health_pb2
+
+log = logging.getLogger(__name__)
+
+# Reading readiness is a local flag read; 4 times a second keeps health within a probe period.
+POLL_INTERVAL_S = 0.25
+
+ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+
+
+class HealthFollower:
+    """Sets health SERVING or NOT_SERVING whenever `is_ready()` changes, until stopped.
+
+    Args:
+        is_ready: Whether every backbone can serve now (e.g. `Embedder.is_ready`).
+        set_health: Sets the server's health status.
+        interval_s: How often `is_ready` is read.
+    """
+
+    def __init__(
+        self,
+        is_ready: Callable[[], bool],
+        set_health: Callable[[ServingStatus], Awaitable[None]],
+        interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self._is_ready = is_ready
+        self._set_health = set_health
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, serving: bool = True) -> None:
+        """Starts following; `serving` is the status the server reports now."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._follow(serving), name="health-follower"
+        )
+
+    async def _follow(self, serving: bool) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            ready = self._is_ready()
+            if ready == serving:
+                continue
+            serving = ready
+            if ready:
+                log.info("every backbone is ready again: health SERVING")
+            else:
+                log.warning("a backbone cannot serve: health NOT_SERVING")
+            await self._set_health(
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+    async def stop(self) -> None:
+        """Stops following (before draining, which sets NOT_SERVING for good)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
