@@ -63,7 +63,7 @@ lint: setup
 	$(BIN)/ruff check service heads tests bench examples
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yamllint --strict deploy
-	$(BIN)/kubernetes-validate --strict --quiet deploy/*.yaml
+	$(BIN)/kubernetes-validate --strict --quiet $(filter-out deploy/kustomization.yaml,$(wildcard deploy/*.yaml))
 
 clean:
 	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2* build/triton $(TRITON_PYTHON_ENV)

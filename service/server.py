@@ -90,7 +90,9 @@ class Server:
         predictor = Predictor(self.embedder, self.registry, self._heads_pool)
         self.health = health.aio.HealthServicer()
         # After start-up, health follows the backbones (a Triton backbone goes down and back).
-        self._health_follower = HealthFollower(self.embedder.is_ready, self._set_health)
+        self._health_follower = HealthFollower(
+            self.embedder.is_ready, self._set_health, self.health
+        )
         self._grpc = grpc.aio.server(
             # Outermost first: errors and metrics see every refusal of the auth interceptor.
             interceptors=[ErrorsAndMetricsInterceptor(), AuthInterceptor(self.directory)],

@@ -4,6 +4,12 @@ An embedded backbone is ready from load to close, but a backbone on Triton becom
 Triton is unreachable and ready again when it returns (TritonRuntime's own probe tracks that).
 Health must follow, so that Kubernetes takes a gateway out of its Service while its backbones
 cannot serve, and puts it back without a restart.
+
+Liveness is another question: a gateway waiting for Triton is alive, and restarting it would not
+bring Triton back. So the health service also answers for LIVENESS_SERVICE, which is SERVING from
+the end of start-up for as long as the event loop runs (the aio health servicer answers from the
+loop, so a wedged loop fails it); Kubernetes' liveness probe asks for that name, its readiness
+probe for the server ("").
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger(__name__)
 
 # Reading readiness is a local flag read; 4 times a second keeps health within a probe period.
 POLL_INTERVAL_S = 0.25
+# The health service name of liveness (deploy/gateway.yaml's livenessProbe asks for it).
+LIVENESS_SERVICE = "liveness"
 
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
 
@@ -27,7 +35,8 @@ class HealthFollower:
 
     Args:
         is_ready: Whether every backbone can serve now (e.g. `Embedder.is_ready`).
-        set_health: Sets the server's health status.
+        set_health: Sets the server's health status (of the server and each service).
+        servicer: The health servicer, which also answers for LIVENESS_SERVICE once started.
         interval_s: How often `is_ready` is read.
     """
 
@@ -35,10 +44,12 @@ class HealthFollower:
         self,
         is_ready: Callable[[], bool],
         set_health: Callable[[ServingStatus], Awaitable[None]],
+        servicer: health.aio.HealthServicer,
         interval_s: float = POLL_INTERVAL_S,
     ) -> None:
         self._is_ready = is_ready
         self._set_health = set_health
+        self._servicer = servicer
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
@@ -49,6 +60,7 @@ class HealthFollower:
         )
 
     async def _follow(self, serving: bool) -> None:
+        await self._servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         while True:
             await asyncio.sleep(self._interval_s)
             ready = self._is_ready()
@@ -66,7 +78,7 @@ class HealthFollower:
             )
 
     async def stop(self) -> None:
-        """Stops following (before draining, which sets NOT_SERVING for good)."""
+        """Stops following (before draining, which sets NOT_SERVING for good; liveness stays)."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
+from service.backbones.readiness import LIVENESS_SERVICE
 from service.backbones.triton_process import TritonProcess
 from service.client import authed_channel
 from service.launcher import ServerProcess, health_status
@@ -74,6 +75,8 @@ def test_kill_mid_run_gives_unavailable_then_the_same_gateway_recovers(stack, se
             time.sleep(1.0)
             triton.kill()
             assert wait_for_health(gateway.address, NOT_SERVING, timeout=5) < 5
+            # Alive all the same: a restart of the gateway would not bring Triton back.
+            assert health_status(gateway.address, LIVENESS_SERVICE) == SERVING
             time.sleep(1.0)
             stop.set()
             for future in running:
