@@ -112,6 +112,13 @@ def main() -> None:
         type=Path,
         default=Path(os.environ.get("TRANSFERD_MODEL_REPO", "model_repo")),
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["embedded", "triton"],
+        default="embedded",
+        help="triton: the gateway on a local CPU Triton against the gateway on the embedded "
+        "runtime, with Triton's batch statistics (bench/embed_triton.py)",
+    )
     args = parser.parse_args()
 
     texts = real_texts(args.texts)
@@ -122,6 +129,11 @@ def main() -> None:
     print(
         f"texts: {len(texts)} docstring paragraphs, {min(lengths)}-{max(lengths)} chars (median {int(np.median(lengths))})"
     )
+    if args.runtime == "triton":
+        from embed_triton import run as run_triton
+
+        run_triton(texts, args.model_repo, args.rounds)
+        return
 
     log = Path(tempfile.mkdtemp(prefix="transferd-bench-")) / "server.log"
     env = {"TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()), "TRANSFERD_LOG_LEVEL": "WARNING"}

@@ -68,3 +68,19 @@ def collate_text_bucketed(
         return {name: np.pad(array, ((0, 0), (0, padded - length))) for name, array in feed.items()}
 
     return collate
+
+
+def fixed_shape_call_planner(
+    max_batch_size: Callable[[], int],
+) -> Callable[[list[Any]], list[list[int]]]:
+    """Plans the calls of fixed-shape inputs (images at the model's size): chunks of at most
+    the model's max_batch_size, in order; every call has the same shape, so Triton merges them."""
+
+    def plan(items: list[Any]) -> list[list[int]]:
+        size = max(1, max_batch_size())
+        return [
+            list(range(start, min(start + size, len(items))))
+            for start in range(0, len(items), size)
+        ]
+
+    return plan

@@ -31,6 +31,32 @@ def free_ports() -> Ports:
     return Ports(grpc=free_port(), http=free_port(), metrics=free_port())
 
 
+# Per-model counters of Triton's Prometheus endpoint (cumulative since the server started).
+MODEL_COUNTERS = (
+    "nv_inference_request_success",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+)
+
+
+def model_counters(metrics_url: str, model: str) -> dict[str, float]:
+    """MODEL_COUNTERS of `model`, summed over its versions, from Triton's metrics endpoint.
+
+    The average batch Triton ran is the difference of nv_inference_count over the difference of
+    nv_inference_exec_count between two readings.
+    """
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    found = dict.fromkeys(MODEL_COUNTERS, 0.0)
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in found and f'model="{model}"' in rest:
+            found[name] += float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def http_ready(port: int, address: str = LOOPBACK, timeout: float = 1.0) -> bool:
     """Whether Triton answers 200 on /v2/health/ready (server live and every model loaded)."""
     try:

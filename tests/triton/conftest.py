@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 from tests.integration.conftest import (  # noqa: F401 - fixtures, re-exported for this folder
     channel,
     embedding_stub,
+    heads_stub,
     reference_model,
     start_server,
     tenant_key,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.backbones.triton_process import TritonProcess
+from service.backbones.triton_process import TritonProcess, model_counters
 from service.client import authed_aio_channel, authed_channel
 from service.launcher import ServerProcess
 from tests.conftest import BACKBONE
@@ -19,23 +17,14 @@ from tests.integration.conftest import cosines, text_request, vectors
 from tests.triton.conftest import start_triton_gateway
 from transferd.v1 import embedding_pb2_grpc
 
-COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count")
-
 
 def triton_counters(triton: TritonProcess) -> dict[str, float]:
     """The model's request, inference and execution counters from Triton's metrics endpoint."""
-    with urllib.request.urlopen(triton.metrics_url, timeout=5) as reply:
-        text = reply.read().decode()
-    found = {}
-    for name in COUNTERS:
-        match = re.search(rf'^{name}{{[^}}]*model="{BACKBONE}"[^}}]*}} (\S+)$', text, re.MULTILINE)
-        assert match, f"{name} missing from Triton's metrics"
-        found[name] = float(match.group(1))
-    return found
+    return model_counters(triton.metrics_url, BACKBONE)
 
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before[name] for name in COUNTERS}
+    return {name: after[name] - before[name] for name in before}
 
 
 def test_concurrent_requests_of_similar_length_share_triton_executions(
