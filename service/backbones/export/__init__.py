@@ -10,13 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.backbones.card import BackboneCard, model_path, sha256_of_file
-from service.backbones.export import minilm
+from service.backbones.export import efficientnet, minilm
 from service.backbones.export.publish import publish_backbone
 from service.backbones.export.sentences import VERIFICATION_SENTENCES
 from service.backbones.export.triton_config import render_config
 from service.backbones.export.verify import ExportVerificationError
 
-__all__ = ["ExportOutcome", "ExportVerificationError", "export_default_backbones"]
+__all__ = [
+    "ExportOutcome",
+    "ExportVerificationError",
+    "export_default_backbones",
+    "export_efficientnet_lite0",
+    "export_minilm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,29 @@ def export_minilm(
     return ExportOutcome(minilm.NAME, folder, True, card)
 
 
+def export_efficientnet_lite0(
+    model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE
+) -> ExportOutcome:
+    """Exports EfficientNet-Lite0 unless an intact export of the same recipe and weights exists.
+
+    Raises:
+        ExportVerificationError: the ONNX model disagrees with the torch model; nothing is written.
+    """
+    folder = model_repo / efficientnet.NAME
+    current = _current_card(folder)
+    if current is not None and not force and efficientnet.is_up_to_date(current):
+        log.info("%s is up to date (%s)", efficientnet.NAME, folder)
+        return ExportOutcome(efficientnet.NAME, folder, False, current)
+    card, model_bytes, side_files = efficientnet.build(min_cosine)
+    config = render_config(card, efficientnet.INPUT_DTYPES, efficientnet.INPUT_DIMS)
+    publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
+    log.info("exported %s to %s (fingerprint %s)", efficientnet.NAME, folder, card.fingerprint[:12])
+    return ExportOutcome(efficientnet.NAME, folder, True, card)
+
+
 def export_default_backbones(model_repo: Path, force: bool = False) -> list[ExportOutcome]:
-    """Exports every default backbone into `model_repo`."""
-    return [export_minilm(model_repo, force=force)]
+    """Exports every default backbone into `model_repo`: MiniLM (text), EfficientNet-Lite0 (image)."""
+    return [
+        export_minilm(model_repo, force=force),
+        export_efficientnet_lite0(model_repo, force=force),
+    ]
