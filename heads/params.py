@@ -20,13 +20,17 @@ ParamValue = float | int | str | None
 
 @dataclass(frozen=True)
 class FloatParam:
-    """A float parameter, bounded below (exclusive ``gt``) and optionally above (inclusive)."""
+    """A float parameter, bounded below (exclusive ``gt`` or inclusive ``ge``) and above (``le``).
+
+    Bounds left as None do not apply.
+    """
 
     description: str
     default: float | None = None
     gt: float | None = None
     le: float | None = None
     tunable: bool = False
+    ge: float | None = None
 
     @property
     def type_name(self) -> str:
@@ -41,6 +45,8 @@ class FloatParam:
             raise ValueError(f"expected a finite number, got {raw!r}")
         if self.gt is not None and not value > self.gt:
             raise ValueError(f"must be > {self.gt:g}, got {value:g}")
+        if self.ge is not None and not value >= self.ge:
+            raise ValueError(f"must be >= {self.ge:g}, got {value:g}")
         if self.le is not None and not value <= self.le:
             raise ValueError(f"must be <= {self.le:g}, got {value:g}")
         return value
@@ -48,10 +54,13 @@ class FloatParam:
 
 @dataclass(frozen=True)
 class IntParam:
-    """An integer parameter in the inclusive range [``ge``, ``le``]."""
+    """An integer parameter in the inclusive range [``ge``, ``le``].
+
+    A tunable one has ``default=None``: the kind chooses it when the caller leaves it out.
+    """
 
     description: str
-    default: int
+    default: int | None
     ge: int
     le: int
     tunable: bool = False

@@ -1,18 +1,22 @@
 """Registry of head kinds.
 
-Built-in kinds register below. Another kind (e.g. a torch ``mlp`` in its own module, imported
-only where torch is installed) plugs in with `register_kind`; nothing else changes.
+Built-in kinds register below. Another kind plugs in with `register_kind`; nothing else changes.
+The torch ``mlp`` kind registers only where torch is installed (looked up with ``find_spec``,
+which imports nothing: ``import heads`` must not pay for, or need, torch); elsewhere asking for
+it names the missing dependency instead of calling the kind unknown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.util import find_spec
 
 from heads.errors import InvalidParams
 from heads.kinds.base import FitResult, FittedModel, HeadKind
 from heads.kinds.knn import KnnKind
 from heads.kinds.linear_svm import LinearSvmKind
 from heads.kinds.logistic import LogisticRegressionKind
+from heads.kinds.mlp import MlpKind
 from heads.kinds.ridge import RidgeKind
 from heads.params import ParamSpec
 from heads.targets import Task
@@ -20,6 +24,8 @@ from heads.targets import Task
 DEFAULT_KIND = "logistic_regression"
 
 _REGISTRY: dict[str, HeadKind] = {}
+#: Kinds this code has but this installation cannot train, with the reason.
+_UNAVAILABLE: dict[str, str] = {}
 
 
 def register_kind(kind: HeadKind) -> None:
@@ -64,10 +70,13 @@ def get_kind(name: str, task: Task | None = None) -> HeadKind:
         task: If given, the task the kind must support.
 
     Raises:
-        InvalidParams: On field ``kind``: the kind is unknown or does not support ``task``.
+        InvalidParams: On field ``kind``: the kind is unknown, cannot be trained here (a missing
+            optional dependency), or does not support ``task``.
     """
     name = name or DEFAULT_KIND
     kind = _REGISTRY.get(name)
+    if kind is None and name in _UNAVAILABLE:
+        raise InvalidParams("kind", f"kind {name!r} {_UNAVAILABLE[name]}")
     if kind is None:
         raise InvalidParams("kind", f"unknown kind {name!r}; known: {', '.join(available_kinds())}")
     if task is not None and task not in kind.tasks:
@@ -81,6 +90,12 @@ def get_kind(name: str, task: Task | None = None) -> HeadKind:
 
 for _kind in (LogisticRegressionKind(), LinearSvmKind(), KnnKind(), RidgeKind()):
     register_kind(_kind)
+if find_spec("torch") is not None:
+    register_kind(MlpKind())
+else:
+    _UNAVAILABLE[MlpKind.name] = (
+        "needs torch, which is not installed on this server (pip install 'transferd[export]')"
+    )
 
 __all__ = [
     "DEFAULT_KIND",

@@ -37,6 +37,10 @@ CASES = [
     ("knn", Task.CLASSIFICATION, {"metric": "euclidean", "weights": "distance"}),
     ("knn", Task.MULTI_LABEL, {"weights": "distance", "n_neighbors": "7"}),
     ("ridge", Task.REGRESSION, {}),
+    ("mlp", Task.CLASSIFICATION, {}),
+    ("mlp", Task.MULTI_LABEL, {}),
+    ("mlp", Task.REGRESSION, {}),
+    ("mlp", Task.CLASSIFICATION, {"hidden": "32", "dropout": "0.0", "class_weight": "none"}),
 ]
 
 
@@ -105,7 +109,7 @@ def test_rare_classes_train_with_every_kind() -> None:
     x, y = blobs(60, 3, seed=4)
     targets = class_targets(y)
     targets[0], targets[1], targets[2] = "single", "pair", "pair"
-    for kind in ("logistic_regression", "linear_svm", "knn"):
+    for kind in ("logistic_regression", "linear_svm", "knn", "mlp"):
         head = train_head(kind, x, targets)
         assert head.labels == ["class_0", "class_1", "class_2", "pair", "single"]
         assert head.metrics["support/single"] == 0  # the singleton stayed in training
@@ -117,7 +121,7 @@ def test_rare_classes_train_with_every_kind() -> None:
 def test_multi_label_with_label_on_every_example() -> None:
     x, y = blobs(80, 4, seed=6)
     targets = [["always", *labels] for labels in multi_label_targets(y)]
-    for kind in ("logistic_regression", "linear_svm", "knn"):
+    for kind in ("logistic_regression", "linear_svm", "knn", "mlp"):
         head = train_head(kind, x, targets)
         prediction = _load(head).predict(x[:5])
         assert all("always" in p.labels for p in prediction)

@@ -25,6 +25,9 @@ FITS = [
     ("knn", Task.CLASSIFICATION, {"metric": "euclidean", "weights": "uniform"}),
     ("knn", Task.MULTI_LABEL, {"metric": "euclidean", "weights": "distance"}),
     ("ridge", Task.REGRESSION, {}),
+    ("mlp", Task.CLASSIFICATION, {}),
+    ("mlp", Task.MULTI_LABEL, {}),
+    ("mlp", Task.REGRESSION, {}),
 ]
 
 
@@ -80,6 +83,9 @@ def test_export_verified_returns_loadable_bytes() -> None:
         ("logistic_regression", Task.CLASSIFICATION),
         ("knn", Task.MULTI_LABEL),
         ("ridge", Task.REGRESSION),
+        ("mlp", Task.CLASSIFICATION),
+        ("mlp", Task.MULTI_LABEL),
+        ("mlp", Task.REGRESSION),
     ],
 )
 def test_verification_rejects_a_model_onnx_pair_that_disagree(kind: str, task: Task) -> None:

@@ -59,11 +59,15 @@ def test_format_value_round_trips(value: float) -> None:
 
 
 def test_registry_lists_kinds() -> None:
-    assert available_kinds() == ["knn", "linear_svm", "logistic_regression", "ridge"]
+    assert available_kinds() == ["knn", "linear_svm", "logistic_regression", "mlp", "ridge"]
     info = {k.name: k for k in describe_kinds()}
     assert info["ridge"].tasks == ("regression",)
     assert info["knn"].tasks == ("classification", "multi_label")
     assert set(info["knn"].params) == {"n_neighbors", "metric", "weights"}
+    assert info["mlp"].tasks == ("classification", "multi_label", "regression")
+    assert {"hidden", "dropout", "lr", "weight_decay", "epochs", "patience"} <= set(
+        info["mlp"].params
+    )
     assert get_kind("").name == DEFAULT_KIND == "logistic_regression"
 
 
@@ -114,6 +118,22 @@ def test_train_head_reports_kind_task_mismatch() -> None:
         ("knn", {"metric": "manhattan"}, "params[metric]"),
         ("knn", {"weights": "inverse"}, "params[weights]"),
         ("linear_svm", {"C": "x"}, "params[C]"),
+        ("mlp", {"C": "1"}, "params[C]"),
+        ("mlp", {"hidden": "7"}, "params[hidden]"),
+        ("mlp", {"hidden": "4097"}, "params[hidden]"),
+        ("mlp", {"dropout": "-0.1"}, "params[dropout]"),
+        ("mlp", {"dropout": "0.95"}, "params[dropout]"),
+        ("mlp", {"lr": "0"}, "params[lr]"),
+        ("mlp", {"weight_decay": "-1e-4"}, "params[weight_decay]"),
+        ("mlp", {"max_epochs": "0"}, "params[max_epochs]"),
+        ("mlp", {"max_epochs": "2001"}, "params[max_epochs]"),
+        ("mlp", {"epochs": "0"}, "params[epochs]"),
+        ("mlp", {"epochs": "ten"}, "params[epochs]"),
+        ("mlp", {"patience": "0"}, "params[patience]"),
+        ("mlp", {"patience": "201"}, "params[patience]"),
+        ("mlp", {"batch_size": "0"}, "params[batch_size]"),
+        ("mlp", {"class_weight": "auto"}, "params[class_weight]"),
+        ("mlp", {"seed": "-1"}, "params[seed]"),
     ],
 )
 def test_train_head_reports_bad_params(kind: str, params: dict[str, str], field: str) -> None:
@@ -121,6 +141,17 @@ def test_train_head_reports_bad_params(kind: str, params: dict[str, str], field:
     with pytest.raises(InvalidParams) as info:
         train_head(kind, SMALL_X, targets, params)
     assert info.value.field == field
+
+
+def test_inclusive_float_bound_and_tunable_int() -> None:
+    specs = {
+        "rate": FloatParam("r", default=0.1, ge=0.0, le=0.9),
+        "steps": IntParam("s", default=None, ge=1, le=10, tunable=True),
+    }
+    assert parse_params(specs, {}) == {"rate": 0.1, "steps": None}
+    assert parse_params(specs, {"rate": "0", "steps": "10"}) == {"rate": 0.0, "steps": 10}
+    with pytest.raises(InvalidParams, match=">= 0"):
+        parse_params(specs, {"rate": "-0.01"})
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 0.91, 1.0, math.nan, math.inf, "0.2", True])
