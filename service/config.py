@@ -49,10 +49,18 @@ class Settings(BaseSettings):
         20_000, ge=2, description="Most examples one TrainHead request may carry."
     )
     max_inputs_per_request: int = Field(
-        256, ge=1, le=10_000, description="Most inputs one Embed or Predict request may carry."
+        1024, ge=1, le=10_000, description="Most inputs one Embed or Predict request may carry."
     )
     max_text_bytes: int = Field(
         16_384, ge=1, description="Longest text input in UTF-8 bytes (longer is refused, not cut)."
+    )
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest encoded image input (PNG or JPEG) in bytes."
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Most pixels (width x height) an image may declare; checked before decoding.",
     )
     max_batch_size: int = Field(
         64, ge=1, description="Most sequences in one inference call of an embedded backbone."

@@ -10,7 +10,7 @@ import numpy as np
 
 from heads import LoadedHead, Prediction
 from service.backbones.embedder import Embedder, ServedBackbone
-from service.backbones.inputs import EmbeddingInput, Input, check_count, check_text
+from service.backbones.inputs import EmbeddingInput, Input, check_count
 from service.errors import FailedPrecondition, InvalidArgument
 from service.store.registry import HeadRegistry, check_head_name
 
@@ -44,20 +44,20 @@ class Predictor:
         card = loaded.card
         served = self._served_backbone(loaded)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
-        text_positions: list[int] = []
+        to_embed: list[int] = []  # positions of texts or images; embeddings go straight in
         for index, item in enumerate(inputs):
             if isinstance(item, EmbeddingInput):
                 rows[index] = _checked_embedding(item, card.embedding_dim, index)
             else:
-                check_text(
-                    item, served.card.name, self._embedder.limits.max_text_bytes, f"inputs[{index}]"
-                )
-                text_positions.append(index)
-        if text_positions:
+                self._embedder.check_input(served, item, f"inputs[{index}]")
+                to_embed.append(index)
+        if to_embed:
             result = await self._embedder.embed(
-                served.card.name, [inputs[i] for i in text_positions]
+                served.card.name,
+                [inputs[i] for i in to_embed],
+                wheres=[f"inputs[{i}]" for i in to_embed],
             )
-            rows[text_positions] = result.vectors
+            rows[to_embed] = result.vectors
         predictions = await asyncio.get_running_loop().run_in_executor(
             self._executor, loaded.predict, rows, top_k
         )

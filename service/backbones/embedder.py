@@ -1,6 +1,6 @@
 """The Embedder: validated inputs in, embeddings out, for every served backbone.
 
-Protocol-free: servicers (embedding now, heads later) call it with domain inputs.
+Protocol-free: the servicers, the training jobs and Predict call it with domain inputs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 
 from service import metrics
 from service.backbones.card import BackboneCard
-from service.backbones.inputs import Input, InputLimits, texts_for_backbone
+from service.backbones.image import ImagePreprocessor
+from service.backbones.inputs import Input, InputLimits, check_count, check_image, check_text
 from service.backbones.runtime import BackboneRuntime
 from service.backbones.text import TextPreprocessor
 from service.errors import InvalidArgument
@@ -25,14 +26,15 @@ class ServedBackbone:
 
     card: BackboneCard
     runtime: BackboneRuntime
-    text: TextPreprocessor | None = None
+    text: TextPreprocessor | None = None  # text backbones
+    image: ImagePreprocessor | None = None  # image backbones
 
 
 @dataclass(frozen=True)
 class EmbedResult:
     card: BackboneCard
     vectors: np.ndarray  # float32 (n, dim), one row per input in request order
-    truncated_to: list[int]  # per input: tokens kept when the text was cut, else 0
+    truncated_to: list[int]  # per input: tokens kept when a text was cut, else 0
 
 
 class Embedder:
@@ -75,8 +77,32 @@ class Embedder:
     async def close(self) -> None:
         await asyncio.gather(*(b.runtime.close() for b in self._backbones.values()))
 
-    async def embed(self, backbone: str, inputs: list[Input], field: str = "inputs") -> EmbedResult:
+    def check_input(self, served: ServedBackbone, item: Input, where: str) -> None:
+        """Cheap checks of one input against the backbone's modality and the limits (no decoding).
+
+        Raises:
+            InvalidArgument: naming `where`, e.g. ``examples[3].input.text``.
+        """
+        if served.image is not None:
+            served.image.check(check_image(item, served.card.name, where), where)
+        else:
+            check_text(item, served.card.name, self._limits.max_text_bytes, where)
+
+    async def embed(
+        self,
+        backbone: str,
+        inputs: list[Input],
+        field: str = "inputs",
+        wheres: list[str] | None = None,
+    ) -> EmbedResult:
         """Embeds `inputs` with `backbone`.
+
+        Args:
+            backbone: A served backbone's name.
+            inputs: Texts for a text backbone, images for an image backbone.
+            field: The request field holding the inputs (for the count error).
+            wheres: How errors name each input (default ``field[i]``); callers that embed a
+                part of a request pass the positions in the whole request.
 
         Raises:
             InvalidArgument: unknown backbone, or a bad input (named by index).
@@ -84,11 +110,30 @@ class Embedder:
             Unavailable: the runtime is down.
         """
         served = self.get(backbone)
-        texts = texts_for_backbone(inputs, served.card.name, self._limits, field)
-        assert served.text is not None, "text backbones always have a tokenizer"
+        check_count(inputs, self._limits, field)
+        wheres = wheres or [f"{field}[{index}]" for index in range(len(inputs))]
+        for item, where in zip(inputs, wheres, strict=True):
+            self.check_input(served, item, where)
         loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(self._preprocess, served.text.tokenize, texts)
-        vectors = await served.runtime.embed(items)
+        if served.image is not None:
+            decode = served.image.decode
+            # One task per image: decoding runs in parallel, off the event loop (Pillow releases
+            # the GIL while it decodes).
+            items = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._preprocess, decode, check_image(item, "", where), where
+                    )
+                    for item, where in zip(inputs, wheres, strict=True)
+                )
+            )
+            truncated = [0] * len(items)
+        else:
+            assert served.text is not None, "a backbone is either text or image"
+            texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
+            tokenized = await loop.run_in_executor(self._preprocess, served.text.tokenize, texts)
+            truncated = [item.length if item.truncated else 0 for item in tokenized]
+            items = tokenized
+        vectors = await served.runtime.embed(list(items))
         metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(items))
-        truncated = [item.length if item.truncated else 0 for item in items]
         return EmbedResult(served.card, vectors, truncated)

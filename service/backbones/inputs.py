@@ -49,21 +49,6 @@ def check_count(inputs: list[Input], limits: InputLimits, field: str = "inputs")
         )
 
 
-def texts_for_backbone(
-    inputs: list[Input], backbone: str, limits: InputLimits, field: str = "inputs"
-) -> list[str]:
-    """Checks the count, then that every input is a non-empty text within the byte limit.
-
-    Raises:
-        InvalidArgument: naming the first bad input, e.g. ``inputs[2].text``.
-    """
-    check_count(inputs, limits, field)
-    return [
-        check_text(item, backbone, limits.max_text_bytes, f"{field}[{index}]")
-        for index, item in enumerate(inputs)
-    ]
-
-
 def check_text(item: Input, backbone: str, max_text_bytes: int, where: str) -> str:
     """The text of one input of a text backbone; `where` names it (e.g. ``examples[3].input``)."""
     if isinstance(item, MissingInput):
@@ -77,3 +62,17 @@ def check_text(item: Input, backbone: str, max_text_bytes: int, where: str) -> s
     if size > max_text_bytes:
         raise InvalidArgument(f"{where}.text", f"{size} bytes exceed the limit of {max_text_bytes}")
     return item.text
+
+
+def check_image(item: Input, backbone: str, where: str) -> bytes:
+    """The bytes of one input of an image backbone; `where` names it (e.g. ``inputs[3]``).
+
+    Only the kind of input is checked here; the image itself is checked by the backbone's
+    ImagePreprocessor (size, format, pixels) before it is decoded.
+    """
+    if isinstance(item, MissingInput):
+        raise InvalidArgument(where, "one of text, image or embedding must be set")
+    if not isinstance(item, ImageInput):
+        kind = _FIELD_OF[type(item)]
+        raise InvalidArgument(f"{where}.{kind}", f"backbone '{backbone}' takes images, not {kind}")
+    return item.data

@@ -42,9 +42,9 @@ async def run_training(
     chunks: list[np.ndarray] = []
     for start in range(0, len(request.inputs), chunk_size):
         # Chunks go through the backbone's batcher like any request: live traffic is not starved.
-        result = await embedder.embed(
-            request.backbone, request.inputs[start : start + chunk_size], field="examples"
-        )
+        chunk = request.inputs[start : start + chunk_size]
+        wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
+        result = await embedder.embed(request.backbone, chunk, field="examples", wheres=wheres)
         chunks.append(result.vectors)
         done = min(start + chunk_size, len(request.inputs))
         report("embedding", EMBED_SHARE * done / len(request.inputs))

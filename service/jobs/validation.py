@@ -5,7 +5,7 @@ from __future__ import annotations
 from heads import HeadError, InvalidParams, InvalidTrainingData
 from heads.training import check_request
 from service.backbones.embedder import Embedder
-from service.backbones.inputs import Input, check_text
+from service.backbones.inputs import Input
 from service.errors import InvalidArgument
 from service.jobs.model import Target, TrainingRequest
 from service.store.registry import check_head_name
@@ -65,5 +65,6 @@ def validate_training_request(
 
 def _check_inputs(embedder: Embedder, backbone: str, inputs: list[Input]) -> None:
     """Every example input must suit the backbone, named as in the request: `examples[i].input`."""
+    served = embedder.get(backbone)
     for index, item in enumerate(inputs):
-        check_text(item, backbone, embedder.limits.max_text_bytes, f"examples[{index}].input")
+        embedder.check_input(served, item, f"examples[{index}].input")

@@ -17,7 +17,7 @@ from transferd.v1 import embedding_pb2, embedding_pb2_grpc
 
 def test_list_backbones_describes_the_exported_model(embedding_stub, model_repo: Path) -> None:
     reply = embedding_stub.ListBackbones(embedding_pb2.ListBackbonesRequest())
-    (backbone,) = reply.backbones
+    (backbone,) = [b for b in reply.backbones if b.name == BACKBONE]
     assert backbone.name == BACKBONE
     assert backbone.modality == "text"
     assert backbone.dim == 384
