@@ -65,7 +65,9 @@ ENTRYPOINT ["transferd", "export", "--model-repo", "/models"]
 
 # ---- models: the verified export, baked into a small image for init containers -----------------
 FROM export AS exported
-RUN transferd export --model-repo /models
+# --build-arg EXPORT_FLAGS=--fp16: MiniLM in float16 for GPUs (README, "Triton").
+ARG EXPORT_FLAGS=""
+RUN transferd export --model-repo /models ${EXPORT_FLAGS}
 
 FROM busybox:1.37.0 AS models
 COPY --from=exported /models /models

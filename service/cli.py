@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--model-repo", type=Path, help="target repository (TRANSFERD_MODEL_REPO)")
     export.add_argument("--force", action="store_true", help="export even when up to date")
+    export.add_argument(
+        "--fp16", action="store_true", help="MiniLM in float16, for GPUs (README: Triton)"
+    )
 
     serve = commands.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--grpc-host", help="bind address (TRANSFERD_GRPC_HOST)")
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         _configure_logging(settings.log_level)
         from service.backbones.export import export_default_backbones  # torch: export only
 
-        for outcome in export_default_backbones(settings.model_repo, force=args.force):
+        for outcome in export_default_backbones(
+            settings.model_repo, force=args.force, fp16=args.fp16
+        ):
             state = "exported" if outcome.written else "up to date"
             print(
                 f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})"

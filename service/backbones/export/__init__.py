@@ -52,19 +52,26 @@ def _current_card(folder: Path) -> BackboneCard | None:
 
 
 def export_minilm(
-    model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE
+    model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE, fp16: bool = False
 ) -> ExportOutcome:
     """Exports all-MiniLM-L6-v2 unless an intact export of the same recipe and weights exists.
+
+    Args:
+        model_repo: The model repository to write into.
+        force: Export even when up to date.
+        min_cosine: The verification threshold against sentence-transformers.
+        fp16: Float16 weights and activations, float32 output (export/fp16.py); an export of the
+            other precision is not up to date.
 
     Raises:
         ExportVerificationError: the ONNX model disagrees with the torch model; nothing is written.
     """
     folder = model_repo / minilm.NAME
     current = _current_card(folder)
-    if current is not None and not force and minilm.is_up_to_date(current):
+    if current is not None and not force and minilm.is_up_to_date(current, fp16):
         log.info("%s is up to date (%s)", minilm.NAME, folder)
         return ExportOutcome(minilm.NAME, folder, False, current)
-    card, model_bytes, side_files = minilm.build(list(VERIFICATION_SENTENCES), min_cosine)
+    card, model_bytes, side_files = minilm.build(list(VERIFICATION_SENTENCES), min_cosine, fp16)
     config = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
     publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
     log.info("exported %s to %s (fingerprint %s)", minilm.NAME, folder, card.fingerprint[:12])
@@ -91,9 +98,14 @@ def export_efficientnet_lite0(
     return ExportOutcome(efficientnet.NAME, folder, True, card)
 
 
-def export_default_backbones(model_repo: Path, force: bool = False) -> list[ExportOutcome]:
-    """Exports every default backbone into `model_repo`: MiniLM (text), EfficientNet-Lite0 (image)."""
+def export_default_backbones(
+    model_repo: Path, force: bool = False, fp16: bool = False
+) -> list[ExportOutcome]:
+    """Exports every default backbone into `model_repo`: MiniLM (text), EfficientNet-Lite0 (image).
+
+    `fp16` applies to MiniLM (the image backbone is exported in float32).
+    """
     return [
-        export_minilm(model_repo, force=force),
+        export_minilm(model_repo, force=force, fp16=fp16),
         export_efficientnet_lite0(model_repo, force=force),
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
+from service.backbones.export.fp16 import FP32, convert_to_fp16, precision
 from service.backbones.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,15 @@ def onnx_embeddings(model_file: Path, tokenizer_json: bytes, sentences: list[str
     return out
 
 
-def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes, dict[str, bytes]]:
+def build(
+    sentences: list[str], min_cosine: float, fp16: bool = False
+) -> tuple[BackboneCard, bytes, dict[str, bytes]]:
     """Exports and verifies; returns the card, the model and the side files, written nowhere yet.
+
+    Args:
+        sentences: What the export is verified on.
+        min_cosine: The least cosine with sentence-transformers any sentence may have.
+        fp16: Store weights and activations in float16 (inputs and output keep their types).
 
     Raises:
         ExportVerificationError: ONNX Runtime disagrees with sentence-transformers.
@@ -149,6 +157,8 @@ def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes,
     with tempfile.TemporaryDirectory(prefix="transferd-export-") as tmp:
         model_file = Path(tmp) / "model.onnx"
         export_onnx(model_file)
+        if fp16:
+            convert_to_fp16(model_file)
         tokenizer_json = serving_tokenizer_json()
         worst = check_min_cosine(
             reference_embeddings(sentences),
@@ -169,6 +179,7 @@ def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes,
             export={
                 "recipe": RECIPE,
                 "opset": OPSET,
+                "precision": precision(fp16),
                 "verified_min_cosine": round(worst, 7),
                 "verified_on": f"{len(sentences)} sentences vs sentence-transformers (torch)",
             },
@@ -178,9 +189,13 @@ def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes,
         return card, model_file.read_bytes(), {TOKENIZER_FILE: tokenizer_json}
 
 
-def is_up_to_date(card: BackboneCard) -> bool:
-    """Same recipe and same source weights: nothing to do."""
-    return card.export.get("recipe") == RECIPE and card.source == source_info()
+def is_up_to_date(card: BackboneCard, fp16: bool = False) -> bool:
+    """Same recipe, precision and source weights: nothing to do (older cards are float32)."""
+    return (
+        card.export.get("recipe") == RECIPE
+        and card.export.get("precision", FP32) == precision(fp16)
+        and card.source == source_info()
+    )
 
 
 # Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
