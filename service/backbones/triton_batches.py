@@ -69,18 +69,3 @@ def collate_text_bucketed(
 
     return collate
 
-
-def fixed_shape_call_planner(
-    max_batch_size: Callable[[], int],
-) -> Callable[[list[Any]], list[list[int]]]:
-    """Plans the calls of fixed-shape inputs (images at the model's size): chunks of at most
-    the model's max_batch_size, in order; every call has the same shape, so Triton merges them."""
-
-    def plan(items: list[Any]) -> list[list[int]]:
-        size = max(1, max_batch_size())
-        return [
-            list(range(start, min(start + size, len(items))))
-            for start in range(0, len(items), size)
-        ]
-
-    return plan

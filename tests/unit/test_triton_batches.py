@@ -8,7 +8,6 @@ from service.backbones.text import TokenizedText
 from service.backbones.triton_batches import (
     bucket_length,
     collate_text_bucketed,
-    fixed_shape_call_planner,
     text_call_planner,
 )
 
@@ -69,10 +68,3 @@ def test_collate_pads_ids_and_mask_to_the_bucket_with_zeros() -> None:
     assert (ids[1, :3] == 9).all() and (ids[1, 3:] == 0).all()
     assert mask.sum(axis=1).tolist() == [20, 3]
 
-
-def test_fixed_shape_inputs_are_cut_in_order_into_chunks_of_max_batch_size() -> None:
-    plan = fixed_shape_call_planner(lambda: 64)
-    calls = plan(list(range(150)))
-    assert [len(call) for call in calls] == [64, 64, 22]
-    assert [i for call in calls for i in call] == list(range(150))
-    assert plan([]) == []
