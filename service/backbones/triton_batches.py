@@ -68,4 +68,3 @@ def collate_text_bucketed(
         return {name: np.pad(array, ((0, 0), (0, padded - length))) for name, array in feed.items()}
 
     return collate
-

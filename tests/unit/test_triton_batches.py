@@ -67,4 +67,3 @@ def test_collate_pads_ids_and_mask_to_the_bucket_with_zeros() -> None:
     assert (ids[0, :20] == 5).all() and (ids[0, 20:] == 0).all()
     assert (ids[1, :3] == 9).all() and (ids[1, 3:] == 0).all()
     assert mask.sum(axis=1).tolist() == [20, 3]
-
