@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-repo", type=Path, default=Path("model_repo"))
     parser.add_argument("--workdir", type=Path, default=Path("build/triton"))
     parser.add_argument(
-        "--address", default=os.environ.get("TRITON_ADDRESS", "0.0.0.0"), help="bind address"
+        "--address",
+        # Loopback unless asked: a development server has no authentication of its own.
+        default=os.environ.get("TRITON_ADDRESS", "127.0.0.1"),
+        help="bind address (TRITON_ADDRESS, default 127.0.0.1)",
     )
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--python-env", type=Path, default=DEFAULT_PYTHON_ENV)
