@@ -29,6 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--fp16", action="store_true", help="MiniLM in float16, for GPUs (README: Triton)"
     )
+    hf = export.add_argument_group(
+        "a local Hugging Face model instead of the default backbones",
+        "text: bert, roberta, distilbert, gpt2; image: vit, resnet (from the folder's config.json)",
+    )
+    hf.add_argument("--hf-model", type=Path, metavar="PATH", help="the model folder")
+    hf.add_argument("--name", help="its backbone name in the repository (with --hf-model)")
+    hf.add_argument(
+        "--pooling",
+        choices=["mean", "cls", "last", "avg"],
+        help="default: mean (bert, roberta, distilbert), last (gpt2), cls (vit), avg (resnet)",
+    )
+    hf.add_argument(
+        "--max-sequence-length", type=int, metavar="N", help="text: truncate at N tokens"
+    )
+    hf.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="L2-normalise embeddings (default: on for text, off for images)",
+    )
 
     serve = commands.add_parser("serve", help="serve the gRPC API")
     serve.add_argument("--grpc-host", help="bind address (TRANSFERD_GRPC_HOST)")
@@ -64,11 +83,46 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("service").setLevel(level)
 
 
+def _export_hf(args: argparse.Namespace, settings: Settings) -> None:
+    """`export --hf-model PATH --name NAME`: one model from a local Hugging Face folder."""
+    if args.hf_model is None or args.name is None:
+        sys.exit("transferd: --hf-model and --name go together")
+    if getattr(args, "fp16", False):
+        sys.exit("transferd: --fp16 applies to the default MiniLM export only")
+    from service.backbones.export import ExportVerificationError
+    from service.backbones.export.hf import HfExportError, export_hf_model
+
+    try:
+        outcome = export_hf_model(
+            settings.model_repo,
+            args.hf_model,
+            args.name,
+            pooling=args.pooling,
+            max_sequence_length=args.max_sequence_length,
+            normalize=args.normalize,
+            force=args.force,
+        )
+    except (HfExportError, ExportVerificationError) as error:
+        sys.exit(f"transferd: cannot export {args.hf_model}: {error}")
+    state = "exported" if outcome.written else "up to date"
+    card = outcome.card
+    print(
+        f"{outcome.name}: {state} in {outcome.folder} ({card.modality}, {card.dim}-d, "
+        f"pooling {card.pooling}, min cosine {card.export['verified_min_cosine']}, "
+        f"fingerprint {card.fingerprint})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "export":
         settings = _settings(args, ("model_repo",))
         _configure_logging(settings.log_level)
+        if args.hf_model is not None or args.name is not None:
+            _export_hf(args, settings)
+            return
+        if args.pooling or args.max_sequence_length or args.normalize is not None:
+            sys.exit("transferd: --pooling, --max-sequence-length and --normalize need --hf-model")
         from service.backbones.export import export_default_backbones  # torch: export only
 
         for outcome in export_default_backbones(

@@ -1,0 +1,276 @@
+"""Export of a text encoder from a local Hugging Face folder: BERT, RoBERTa, DistilBERT, GPT-2.
+
+Generalises the MiniLM recipe: eager attention, a wrapper that puts pooling (`mean` over the
+mask, `cls` = first token, `last` = last real token) and optional L2 normalisation inside the
+graph, the TorchScript exporter, ONNX Runtime's transformer fusion. The graph takes the same two
+int64 inputs as MiniLM (`input_ids`, `attention_mask`, right-padded), so the gateway serves it
+unchanged; BERT's token type ids are zeros made inside the graph.
+
+Verification runs the serving path on the exported files (the exported tokenizer.json, one padded
+batch, ONNX Runtime) against the torch model fed each sentence alone, unpadded, with the folder's
+own tokenizer, and pooled outside the graph. torch and transformers are imported here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.backbones.card import BackboneCard, sha256_of_file
+from service.backbones.export.hf_source import ExportOptions, HfExportError, HfFolder, load_model
+from service.backbones.export.verify import check_min_cosine
+
+log = logging.getLogger(__name__)
+
+# Bump when the graph or the files written change: an up-to-date check compares it.
+RECIPE = "hf-text-pool-fused/1"
+OPSET = 17
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAME = "embedding"
+TOKENIZER_FILE = "tokenizer.json"
+
+# Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
+INPUT_DTYPES = {name: "int64" for name in INPUT_NAMES}
+INPUT_DIMS = {name: "-1" for name in INPUT_NAMES}
+
+# ONNX Runtime's fusion family for each model type (attention, LayerNorm, GELU fused).
+_FUSION_TYPE = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "gpt2": "gpt2"}
+
+
+def dims(folder: HfFolder) -> tuple[int, int]:
+    """(hidden size, attention heads) from the config, whatever the family calls them."""
+    config = folder.config
+    if folder.model_type == "distilbert":
+        return int(config["dim"]), int(config["n_heads"])
+    if folder.model_type == "gpt2":
+        return int(config["n_embd"]), int(config["n_head"])
+    return int(config["hidden_size"]), int(config["num_attention_heads"])
+
+
+def pad_token_id(folder: HfFolder) -> int:
+    """The id the graph puts under padding: the model's pad token, else eos (GPT-2 has no pad)."""
+    for key in ("pad_token_id", "eos_token_id"):
+        value = folder.config.get(key)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def load_tokenizer(folder: HfFolder) -> Any:
+    """The folder's fast tokenizer (converted from vocab files when there is no tokenizer.json).
+
+    Raises:
+        HfExportError: transformers cannot build a fast (Rust `tokenizers`) tokenizer from it.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder.path))
+    except Exception as error:  # noqa: BLE001 - any loading failure means the same to the user
+        raise HfExportError(f"cannot load the tokenizer of {folder.path}: {error}") from error
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise HfExportError(
+            f"the tokenizer of {folder.path} has no fast (tokenizers) version; serving needs one"
+        )
+    return tokenizer
+
+
+def serving_tokenizer_json(tokenizer: Any, max_sequence_length: int) -> bytes:
+    """The folder's tokenizer as the gateway uses it: truncation at the limit, no padding."""
+    from tokenizers import Tokenizer
+
+    serving = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    serving.no_padding()
+    serving.enable_truncation(max_length=max_sequence_length)
+    return serving.to_str().encode()
+
+
+def _wrapper(folder: HfFolder, options: ExportOptions) -> Any:
+    """The encoder with the padding fix-up, pooling and normalisation around it, as one module."""
+    import torch
+
+    pad_id = pad_token_id(folder)
+    pass_token_types = "type_vocab_size" in folder.config  # BERT and RoBERTa take them
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            # The gateway pads with 0; the model's own pad id under the mask reproduces what its
+            # tokenizer would pad with (RoBERTa numbers positions by it; GPT-2 has none: eos).
+            ids = torch.where(attention_mask > 0, input_ids, torch.full_like(input_ids, pad_id))
+            extra = {"token_type_ids": torch.zeros_like(ids)} if pass_token_types else {}
+            hidden = self.model(input_ids=ids, attention_mask=attention_mask, **extra)[0]
+            pooled = pool(hidden, attention_mask, options.pooling)
+            if options.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return pooled
+
+    return TextEncoder(load_model(folder)).eval()
+
+
+def pool(hidden: Any, mask: Any, pooling: str) -> Any:
+    """Pools right-padded hidden states [N, L, H] under the mask [N, L] to [N, H] (torch)."""
+    import torch
+
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        # Right padding: the last real token is at mask.sum() - 1. Selected by a one-hot weight
+        # rather than a gather, so that the graph's output keeps a static last axis (H), which
+        # the serving runtime checks against the card's dim.
+        last = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+        positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+        pick = (positions == last).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * pick).sum(dim=1)
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def export_onnx(folder: HfFolder, options: ExportOptions, out_file: Path) -> None:
+    """Traces encoder + pooling + normalisation to ONNX, then fuses it for ONNX Runtime."""
+    import torch
+    from onnxruntime.transformers import optimizer
+
+    wrapper = _wrapper(folder, options)
+    # A sample with padding: nothing the mask does may be traced away as "all ones".
+    ids = torch.full((2, 8), 5, dtype=torch.long)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    raw = out_file.with_suffix(".raw.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # transformers' mask code indexes with non-negative indices only; verification runs a
+        # padded batch through the graph, so a wrong mask would not pass unnoticed.
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(raw),
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                OUTPUT_NAME: {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    hidden, heads = dims(folder)
+    fused = optimizer.optimize_model(
+        str(raw),
+        model_type=_FUSION_TYPE[folder.model_type],
+        num_heads=heads,
+        hidden_size=hidden,
+        opt_level=1,
+    )
+    log.info(
+        "fused operators: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    )
+    fused.save_model_to_file(str(out_file))
+
+
+def reference_embeddings(
+    folder: HfFolder, options: ExportOptions, tokenizer: Any, sentences: list[str]
+) -> np.ndarray:
+    """The torch model on each sentence alone (no padding at all), pooled outside the graph."""
+    import torch
+
+    model = load_model(folder)
+    rows = []
+    with torch.no_grad():
+        for sentence in sentences:
+            ids = tokenizer(sentence, truncation=True, max_length=options.max_sequence_length)[
+                "input_ids"
+            ]
+            hidden = model(input_ids=torch.tensor([ids]))[0][0]  # [L, H]
+            if options.pooling == "cls":
+                vector = hidden[0]
+            elif options.pooling == "last":
+                vector = hidden[-1]
+            else:
+                vector = hidden.mean(dim=0)
+            if options.normalize:
+                vector = vector / vector.norm()
+            rows.append(vector.numpy())
+    return np.stack(rows)
+
+
+def onnx_embeddings(
+    model_file: Path, tokenizer_file: Path, max_sequence_length: int, sentences: list[str]
+) -> np.ndarray:
+    """The serving path: the gateway's tokenizer and collation, all sentences in one batch.
+
+    One batch that mixes a 3-token text with a truncated one checks that padding is masked out.
+    """
+    import onnxruntime as ort
+
+    from service.backbones.text import TextPreprocessor, collate_text
+
+    items = TextPreprocessor(tokenizer_file, max_sequence_length).tokenize(sentences)
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    (out,) = session.run([OUTPUT_NAME], collate_text(items))
+    return out
+
+
+def build(
+    folder: HfFolder,
+    options: ExportOptions,
+    name: str,
+    source: dict[str, str],
+    sentences: list[str],
+    min_cosine: float,
+) -> tuple[BackboneCard, bytes, dict[str, bytes]]:
+    """Exports and verifies; returns the card, the model and the side files, written nowhere yet.
+
+    Raises:
+        HfExportError: the tokenizer cannot be served.
+        ExportVerificationError: ONNX Runtime disagrees with the torch model.
+    """
+    assert options.max_sequence_length is not None
+    tokenizer = load_tokenizer(folder)
+    tokenizer_json = serving_tokenizer_json(tokenizer, options.max_sequence_length)
+    with tempfile.TemporaryDirectory(prefix="transferd-export-") as tmp:
+        model_file = Path(tmp) / "model.onnx"
+        tokenizer_file = Path(tmp) / TOKENIZER_FILE
+        tokenizer_file.write_bytes(tokenizer_json)
+        export_onnx(folder, options, model_file)
+        worst = check_min_cosine(
+            reference_embeddings(folder, options, tokenizer, sentences),
+            onnx_embeddings(model_file, tokenizer_file, options.max_sequence_length, sentences),
+            min_cosine,
+        )
+        log.info("%s verified on %d sentences: min cosine %.7f", name, len(sentences), worst)
+        card = BackboneCard(
+            name=name,
+            modality="text",
+            dim=dims(folder)[0],
+            fingerprint=sha256_of_file(model_file),
+            input_names=INPUT_NAMES,
+            output_name=OUTPUT_NAME,
+            pooling=options.pooling,
+            normalized=options.normalize,
+            source=source,
+            export={
+                "recipe": RECIPE,
+                "opset": OPSET,
+                "verified_min_cosine": round(worst, 7),
+                "verified_on": (
+                    f"{len(sentences)} sentences, one padded batch through the exported "
+                    "tokenizer.json, vs the torch model on each sentence alone"
+                ),
+            },
+            tokenizer_file=TOKENIZER_FILE,
+            max_sequence_length=options.max_sequence_length,
+        )
+        return card, model_file.read_bytes(), {TOKENIZER_FILE: tokenizer_json}
