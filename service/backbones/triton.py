@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as triton
-from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service import metrics
 from service.backbones.card import BackboneCard
 from service.backbones.embedded import BackboneLoadError
+from service.backbones.triton_contract import ModelContract, check_metadata
 from service.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -60,19 +60,6 @@ class TritonOptions:
     max_in_flight_items: int
 
 
-@dataclass(frozen=True)
-class ModelContract:
-    """What the gateway sends and expects, checked against Triton's model metadata.
-
-    Attributes:
-        input_dtypes: Input name to the numpy dtype the gateway sends.
-        input_dims: Input name to its dims without the batch axis (-1: variable).
-    """
-
-    input_dtypes: dict[str, np.dtype]
-    input_dims: dict[str, list[int]]
-
-
 def channel_args() -> list[tuple[str, Any]]:
     """gRPC channel options: large messages, and reconnection within a second of Triton's return.
 
@@ -87,47 +74,6 @@ def channel_args() -> list[tuple[str, Any]]:
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
-
-
-def check_metadata(
-    card: BackboneCard,
-    contract: ModelContract,
-    meta: service_pb2.ModelMetadataResponse,
-    max_batch_size: int,
-) -> None:
-    """Refuses a Triton model whose inputs, dtypes or output dimension differ from the card.
-
-    Raises:
-        BackboneLoadError: naming the first difference.
-    """
-    where = f"{card.name} on Triton"
-    if max_batch_size < 1:
-        raise BackboneLoadError(
-            f"{where}: max_batch_size is {max_batch_size}; batching is required"
-        )
-    inputs = {tensor.name: tensor for tensor in meta.inputs}
-    if set(inputs) != set(card.input_names):
-        raise BackboneLoadError(f"{where}: inputs {sorted(inputs)} != card {card.input_names}")
-    for name in card.input_names:
-        tensor = inputs[name]
-        want = np_to_triton_dtype(contract.input_dtypes[name])
-        if tensor.datatype != want:
-            raise BackboneLoadError(f"{where}: input {name} is {tensor.datatype}, not {want}")
-        dims = list(tensor.shape)[1:]  # the first axis is the batch axis
-        sent = contract.input_dims[name]
-        if len(dims) != len(sent) or any(
-            d != -1 and d != s for d, s in zip(dims, sent, strict=True)
-        ):
-            raise BackboneLoadError(f"{where}: input {name} takes dims {dims}, we send {sent}")
-    outputs = {tensor.name: tensor for tensor in meta.outputs}
-    output = outputs.get(card.output_name)
-    if output is None:
-        raise BackboneLoadError(f"{where}: no output {card.output_name} (has {sorted(outputs)})")
-    if output.datatype != "FP32" or list(output.shape)[-1:] != [card.dim]:
-        raise BackboneLoadError(
-            f"{where}: output {card.output_name} is {output.datatype}{list(output.shape)}, "
-            f"not FP32 [-1, {card.dim}]"
-        )
 
 
 class TritonRuntime:
@@ -174,13 +120,18 @@ class TritonRuntime:
         self._client = triton.InferenceServerClient(self._options.url, channel_args=channel_args())
         deadline = time.monotonic() + self._options.startup_timeout_s
         reason = await self._model_unready_reason()
+        logged = None
         while reason is not None:
             if time.monotonic() >= deadline:
                 raise BackboneLoadError(
                     f"{self.card.name}: Triton at {self._options.url} not ready after "
                     f"{self._options.startup_timeout_s:g}s ({reason})"
                 )
-            log.info("%s: waiting for Triton at %s (%s)", self.card.name, self._options.url, reason)
+            if reason != logged:  # once per reason, not once per probe
+                log.info(
+                    "%s: waiting for Triton at %s (%s)", self.card.name, self._options.url, reason
+                )
+                logged = reason
             await asyncio.sleep(self._options.probe_interval_s)
             reason = await self._model_unready_reason()
         await self._check_model()
@@ -218,25 +169,33 @@ class TritonRuntime:
         self._max_batch_size = config.config.max_batch_size
 
     async def _probe_loop(self) -> None:
-        """Keeps readiness current; when Triton returns, checks the model again before serving."""
+        """Keeps readiness current until cancelled, whatever one probe raises."""
         while True:
             await asyncio.sleep(self._options.probe_interval_s)
-            reason = await self._model_unready_reason()
-            if reason is not None:
-                self._set_ready(False, reason)
-            elif not self._ready:
-                try:
-                    await self._check_model()
-                except BackboneLoadError as error:
-                    # Stays unready: serving another model's vectors would corrupt every head.
-                    if str(error) != self._mismatch:
-                        log.error(
-                            "%s: Triton is back with a different model: %s", self.card.name, error
-                        )
-                        self._mismatch = str(error)
-                    continue
-                self._mismatch = ""
-                self._set_ready(True)
+            try:
+                await self._probe_once()
+            except Exception:  # a dead probe would freeze health: log, stay unready, go on
+                log.exception("%s: readiness probe failed", self.card.name)
+                self._set_ready(False, "probe failed")
+
+    async def _probe_once(self) -> None:
+        """One probe; when Triton is back, checks the model again before reporting ready."""
+        reason = await self._model_unready_reason()
+        if reason is not None:
+            self._set_ready(False, reason)
+            return
+        if self._ready:
+            return
+        try:
+            await self._check_model()
+        except BackboneLoadError as error:
+            # Stays unready: serving another model's vectors would corrupt every head.
+            if str(error) != self._mismatch:
+                log.error("%s: Triton's model cannot be served: %s", self.card.name, error)
+                self._mismatch = str(error)
+            return
+        self._mismatch = ""
+        self._set_ready(True)
 
     def _set_ready(self, ready: bool, reason: str = "") -> None:
         """Records readiness; logs each change once (not every probe while Triton stays down)."""

@@ -8,7 +8,7 @@ from tritonclient.grpc import service_pb2
 
 from service.backbones.card import BackboneCard
 from service.backbones.embedded import BackboneLoadError
-from service.backbones.triton import ModelContract, check_metadata
+from service.backbones.triton_contract import ModelContract, check_metadata
 
 CARD = BackboneCard(
     name="all-minilm-l6-v2", modality="text", dim=384, fingerprint="0" * 64,
