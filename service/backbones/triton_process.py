@@ -6,6 +6,7 @@ is given, so that a test can kill it and start it again on the same ports.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -100,14 +101,26 @@ class TritonProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> TritonProcess:
-        """Starts tritonserver and waits until it and every model are ready."""
+        """Starts tritonserver and waits until it and every model are ready.
+
+        It gets a process group of its own, which its python backend stubs join: a crash is
+        simulated by killing the whole group, as a container runtime would.
+        """
         self._shm_prefix = new_shm_prefix()
         command = self._local.command(self.ports, LOOPBACK, self._shm_prefix)
         with self.log_file.open("ab") as log_handle:
             self.process = subprocess.Popen(
-                command, env=self._local.env, stdout=log_handle, stderr=subprocess.STDOUT
+                command,
+                env=self._local.env,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()  # never leave a half-started server (and its stubs) behind
+            raise
         return self
 
     def wait_ready(self) -> None:
@@ -129,7 +142,7 @@ class TritonProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (Triton finishes in-flight requests), then SIGKILL if it hangs."""
+        """SIGTERM (Triton finishes in-flight requests and stops its stubs), else SIGKILL."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -137,17 +150,27 @@ class TritonProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
+        self._kill_group()  # stubs a failed drain may have left
         remove_shm_regions(self._shm_prefix)
         return self.process.returncode
 
     def kill(self) -> None:
-        """SIGKILL: Triton crashes with no chance to drain (its python stubs exit on their own)."""
+        """SIGKILL to the server and its python stubs: a crash, with no chance to drain.
+
+        Killing the server alone would orphan the stubs: they outlive their parent.
+        """
         assert self.process is not None
-        self.process.kill()
+        self._kill_group()
         self.process.wait()
         remove_shm_regions(self._shm_prefix)
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has exited already
 
     def __enter__(self) -> TritonProcess:
         return self.start()

@@ -42,11 +42,13 @@ def wait_for_health(address: str, wanted: int, timeout: float) -> float:
 def stack(tmp_path: Path, model_repo: Path) -> Iterator[tuple[TritonProcess, ServerProcess, str]]:
     """A Triton and a gateway of this test's own: the test kills and restarts its Triton."""
     triton = start_triton(tmp_path / "triton", model_repo)
-    gateway = start_triton_gateway(tmp_path / "gateway", model_repo, triton.grpc_url)
     try:
-        yield triton, gateway, gateway.create_tenant_key("acme")
+        gateway = start_triton_gateway(tmp_path / "gateway", model_repo, triton.grpc_url)
+        try:
+            yield triton, gateway, gateway.create_tenant_key("acme")
+        finally:
+            gateway.stop()
     finally:
-        gateway.stop()
         triton.stop()
 
 
