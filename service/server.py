@@ -172,7 +172,16 @@ async def serve(settings: Settings) -> None:
         asyncio.get_running_loop().add_signal_handler(
             sig, lambda s=sig: received.done() or received.set_result(s)
         )
-    await server.start()
+    # Start-up may wait long (a Triton that is not ready yet): a signal must not wait for it.
+    starting = asyncio.ensure_future(server.start())
+    await asyncio.wait({starting, received}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("received %s while starting; stopping", received.result().name)
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await server.stop()
+        return
+    starting.result()  # a failed start-up raises here
     sig = await received
     log.info("received %s", sig.name)
     # Orchestrators send SIGTERM and wait; a person at a terminal pressing Ctrl-C should not.

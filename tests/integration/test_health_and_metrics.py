@@ -124,3 +124,24 @@ def test_metrics_move_with_traffic(server: ServerProcess, embedding_stub, senten
     )
     assert 'transferd_queue_depth{backbone="all-minilm-l6-v2"}' in after
     assert 'transferd_batch_size_bucket{backbone="all-minilm-l6-v2",le="64.0"}' in after
+
+
+def test_sigterm_while_waiting_for_a_backbone_stops_at_once(tmp_path: Path, model_repo: Path) -> None:
+    """A gateway waiting at start-up (here for a Triton that never comes) still obeys SIGTERM."""
+    process = ServerProcess(
+        {
+            "TRANSFERD_MODEL_REPO": str(model_repo),
+            "TRANSFERD_DATA_DIR": str(tmp_path / "data"),
+            "TRANSFERD_RUNTIME": "triton",
+            "TRANSFERD_TRITON_URL": f"127.0.0.1:{free_port()}",  # nothing listens there
+            "TRANSFERD_TRITON_STARTUP_TIMEOUT_S": "300",
+        },
+        tmp_path / "server.log",
+        ready_timeout=5,
+    )
+    with pytest.raises(TimeoutError):  # it is up, NOT_SERVING, waiting
+        process.start()
+    assert health_status(process.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    started = time.monotonic()
+    assert process.stop(timeout=20) == 0
+    assert time.monotonic() - started < 10
