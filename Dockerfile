@@ -42,6 +42,13 @@ RUN python -m venv /opt/venv \
         protos/transferd/v1/*.proto \
     && pip install './[triton]' \
     && pip uninstall --yes grpcio-tools
+# --build-arg TORCH_HEADS=true adds torch (CPU build, pinned) so that the gateway can train `mlp`
+# heads; without it the image stays torch-free and TrainHead refuses kind `mlp`, naming torch.
+# Serving an mlp head never needs torch: it is ONNX like every head.
+ARG TORCH_HEADS=false
+RUN if [ "${TORCH_HEADS}" = "true" ]; then \
+        pip install --index-url https://download.pytorch.org/whl/cpu 'torch==2.13.0'; \
+    fi
 
 # ---- export: `transferd export --model-repo /models` (torch, CPU build only) ------------------
 FROM base AS export
