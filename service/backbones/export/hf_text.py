@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,13 @@ import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
 from service.backbones.export.hf_source import ExportOptions, HfExportError, HfFolder, load_model
+from service.backbones.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
 from service.backbones.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
 
 # Bump when the graph or the files written change: an up-to-date check compares it.
 RECIPE = "hf-text-pool-fused/1"
-OPSET = 17
-INPUT_NAMES = ["input_ids", "attention_mask"]
-OUTPUT_NAME = "embedding"
 TOKENIZER_FILE = "tokenizer.json"
 
 # Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
@@ -136,48 +133,14 @@ def pool(hidden: Any, mask: Any, pooling: str) -> Any:
 
 def export_onnx(folder: HfFolder, options: ExportOptions, out_file: Path) -> None:
     """Traces encoder + pooling + normalisation to ONNX, then fuses it for ONNX Runtime."""
-    import torch
-    from onnxruntime.transformers import optimizer
-
-    wrapper = _wrapper(folder, options)
-    # A sample with padding: nothing the mask does may be traced away as "all ones".
-    ids = torch.full((2, 8), 5, dtype=torch.long)
-    mask = torch.ones(2, 8, dtype=torch.long)
-    mask[1, 5:] = 0
-    raw = out_file.with_suffix(".raw.onnx")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        # transformers' mask code indexes with non-negative indices only; verification runs a
-        # padded batch through the graph, so a wrong mask would not pass unnoticed.
-        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
-        warnings.filterwarnings("ignore", message="The feature will be removed")
-        torch.onnx.export(
-            wrapper,
-            (ids, mask),
-            str(raw),
-            input_names=INPUT_NAMES,
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                OUTPUT_NAME: {0: "batch"},
-            },
-            opset_version=OPSET,
-            dynamo=False,
-        )
     hidden, heads = dims(folder)
-    fused = optimizer.optimize_model(
-        str(raw),
-        model_type=_FUSION_TYPE[folder.model_type],
+    export_text_encoder(
+        _wrapper(folder, options),
+        out_file,
+        fusion_type=_FUSION_TYPE[folder.model_type],
         num_heads=heads,
         hidden_size=hidden,
-        opt_level=1,
     )
-    log.info(
-        "fused operators: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-    )
-    fused.save_model_to_file(str(out_file))
 
 
 def reference_embeddings(

@@ -16,6 +16,7 @@ import numpy as np
 
 from service.backbones.card import BackboneCard
 from service.backbones.export.fp16 import FP32, convert_to_fp16, precision
+from service.backbones.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
 from service.backbones.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,6 @@ RECIPE = "minilm-mean-l2-fused/1"
 MAX_SEQUENCE_LENGTH = 256  # sentence-transformers' max_seq_length for this model
 DIM = 384
 NUM_HEADS = 12
-OPSET = 17
-INPUT_NAMES = ["input_ids", "attention_mask"]
-OUTPUT_NAME = "embedding"
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -65,7 +63,6 @@ def serving_tokenizer_json() -> bytes:
 def export_onnx(out_file: Path) -> None:
     """Traces transformer + pooling + normalisation to ONNX, then fuses attention for ONNX Runtime."""
     import torch
-    from onnxruntime.transformers import optimizer
     from transformers import AutoModel
 
     # Eager attention traces to the plain MatMul/Softmax pattern that ONNX Runtime's BERT fusion
@@ -85,29 +82,13 @@ def export_onnx(out_file: Path) -> None:
             mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(mean, p=2, dim=1)
 
-    sample = torch.ones(2, 8, dtype=torch.long)
-    raw = out_file.with_suffix(".raw.onnx")
-    torch.onnx.export(
+    export_text_encoder(
         SentenceEmbedding(encoder).eval(),
-        (sample, sample),
-        str(raw),
-        input_names=INPUT_NAMES,
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            OUTPUT_NAME: {0: "batch"},
-        },
-        opset_version=OPSET,
-        dynamo=False,
+        out_file,
+        fusion_type="bert",
+        num_heads=NUM_HEADS,
+        hidden_size=DIM,
     )
-    fused = optimizer.optimize_model(
-        str(raw), model_type="bert", num_heads=NUM_HEADS, hidden_size=DIM, opt_level=1
-    )
-    log.info(
-        "fused operators: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-    )
-    fused.save_model_to_file(str(out_file))
 
 
 def reference_embeddings(sentences: list[str]) -> np.ndarray:
