@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-# Geometric latency buckets: 0.5 ms .. ~33 s, doubling.
-LATENCY_BUCKETS = tuple(0.0005 * 2**i for i in range(17))
+# Geometric latency buckets: 0.5 ms .. ~9 min, doubling (training jobs take seconds to minutes).
+LATENCY_BUCKETS = tuple(0.0005 * 2**i for i in range(21))
 # Powers of two for batch sizes: 1 .. 1024.
 BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
 
@@ -36,6 +36,17 @@ INFERENCE_LATENCY = Histogram(
     ["backbone", "runtime"],
     buckets=LATENCY_BUCKETS,
 )
+JOBS_FINISHED = Counter(
+    "transferd_training_jobs", "Training jobs that ended, by final state.", ["state"]
+)
+JOBS_ACTIVE = Gauge("transferd_training_jobs_active", "Training jobs queued or running.")
+JOB_DURATION = Histogram(
+    "transferd_training_job_duration_seconds",
+    "Time from TrainHead to the job's end, by final state.",
+    ["state"],
+    buckets=LATENCY_BUCKETS,
+)
+HEADS_CACHED = Gauge("transferd_heads_cached", "Heads loaded in the in-memory LRU.")
 BACKBONE_READY = Gauge(
     "transferd_backbone_ready", "1 when the backbone can serve, else 0.", ["backbone", "runtime"]
 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from heads import InvalidParams, InvalidTrainingData
+from service import metrics
 from service.backbones.embedder import Embedder
 from service.errors import NotFound, ResourceExhausted, TransferdError
 from service.jobs.model import JobSnapshot, JobState, TrainingRequest
@@ -86,6 +87,7 @@ class JobManager:
             )  # fmt: skip
             await self._store.insert(job)
         self._live[job.job_id] = job
+        metrics.JOBS_ACTIVE.set(len(self._live))
         self._tasks[job.job_id] = asyncio.get_running_loop().create_task(
             self._run(job.job_id, request), name=f"job-{job.job_id}"
         )
@@ -155,6 +157,10 @@ class JobManager:
             queue.put_nowait(job)
         del self._live[job_id]
         self._tasks.pop(job_id, None)
+        metrics.JOBS_ACTIVE.set(len(self._live))
+        metrics.JOBS_FINISHED.labels(state=job.state.value).inc()
+        seconds = (job.updated_at - job.created_at).total_seconds()
+        metrics.JOB_DURATION.labels(state=job.state.value).observe(seconds)
         self._cancel_requested.discard(job_id)
 
     async def _run(self, job_id: str, request: TrainingRequest) -> None:

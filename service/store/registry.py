@@ -16,6 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead
+from service import metrics
 from service.errors import InvalidArgument, NotFound
 from service.store.database import Database, utcnow
 from service.store.head_files import HeadFiles
@@ -166,6 +167,7 @@ class HeadRegistry:
         for number in deleted:
             self._cache.pop((tenant, name, number), None)
             self._files.remove(tenant, name, number)
+        metrics.HEADS_CACHED.set(len(self._cache))
 
     async def load(self, tenant: str, name: str, version: int = 0) -> LoadedHead:
         """The loaded head (from the LRU when it is there)."""
@@ -179,6 +181,7 @@ class HeadRegistry:
         self._cache[key] = loaded
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
+        metrics.HEADS_CACHED.set(len(self._cache))
         return loaded
 
     def _read(self, card: HeadCard) -> LoadedHead:
@@ -188,7 +191,3 @@ class HeadRegistry:
                 f"card on disk differs from the registry for {card.name} v{card.version}"
             )
         return LoadedHead.from_bytes(card, onnx)
-
-    @property
-    def cached(self) -> int:
-        return len(self._cache)

@@ -231,3 +231,14 @@ def test_other_tenants_see_nothing_of_acme(
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # Acme's head is untouched by the attempted delete.
     assert heads_stub.GetHead(heads_pb2.GetHeadRequest(head=HEAD)).version == 1
+
+
+def test_training_metrics(trained: dict, server: ServerProcess) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert 'transferd_training_jobs_total{state="succeeded"}' in text
+    assert 'transferd_training_job_duration_seconds_count{state="succeeded"}' in text
+    assert "transferd_training_jobs_active" in text
+    assert "transferd_heads_cached" in text
