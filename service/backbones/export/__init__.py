@@ -6,6 +6,7 @@ Needs the `export` extra (torch); serving never imports this package.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class ExportOutcome:
     card: BackboneCard
 
 
-def _current_card(folder: Path) -> BackboneCard | None:
+def current_card(folder: Path) -> BackboneCard | None:
     """The card of an intact previous export, or None when there is none or it was tampered with."""
     try:
         card = BackboneCard.load(folder)
@@ -49,6 +50,27 @@ def _current_card(folder: Path) -> BackboneCard | None:
     if card.tokenizer_file and not (folder / card.tokenizer_file).exists():
         return None
     return card
+
+
+def _export_unless_current(
+    folder: Path,
+    force: bool,
+    is_up_to_date: Callable[[BackboneCard], bool],
+    build: Callable[[], tuple[BackboneCard, bytes, dict[str, bytes]]],
+    input_dtypes: dict[str, str],
+    input_dims: dict[str, str],
+) -> ExportOutcome:
+    """The flow of every default recipe: keep an intact, current export; otherwise build (which
+    verifies), render config.pbtxt and publish, the card last."""
+    current = current_card(folder)
+    if current is not None and not force and is_up_to_date(current):
+        log.info("%s is up to date (%s)", folder.name, folder)
+        return ExportOutcome(folder.name, folder, False, current)
+    card, model_bytes, side_files = build()
+    config = render_config(card, input_dtypes, input_dims)
+    publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
+    log.info("exported %s to %s (fingerprint %s)", card.name, folder, card.fingerprint[:12])
+    return ExportOutcome(card.name, folder, True, card)
 
 
 def export_minilm(
@@ -66,16 +88,14 @@ def export_minilm(
     Raises:
         ExportVerificationError: the ONNX model disagrees with the torch model; nothing is written.
     """
-    folder = model_repo / minilm.NAME
-    current = _current_card(folder)
-    if current is not None and not force and minilm.is_up_to_date(current, fp16):
-        log.info("%s is up to date (%s)", minilm.NAME, folder)
-        return ExportOutcome(minilm.NAME, folder, False, current)
-    card, model_bytes, side_files = minilm.build(list(VERIFICATION_SENTENCES), min_cosine, fp16)
-    config = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
-    publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
-    log.info("exported %s to %s (fingerprint %s)", minilm.NAME, folder, card.fingerprint[:12])
-    return ExportOutcome(minilm.NAME, folder, True, card)
+    return _export_unless_current(
+        model_repo / minilm.NAME,
+        force,
+        lambda card: minilm.is_up_to_date(card, fp16),
+        lambda: minilm.build(list(VERIFICATION_SENTENCES), min_cosine, fp16),
+        minilm.INPUT_DTYPES,
+        minilm.INPUT_DIMS,
+    )
 
 
 def export_efficientnet_lite0(
@@ -86,16 +106,14 @@ def export_efficientnet_lite0(
     Raises:
         ExportVerificationError: the ONNX model disagrees with the torch model; nothing is written.
     """
-    folder = model_repo / efficientnet.NAME
-    current = _current_card(folder)
-    if current is not None and not force and efficientnet.is_up_to_date(current):
-        log.info("%s is up to date (%s)", efficientnet.NAME, folder)
-        return ExportOutcome(efficientnet.NAME, folder, False, current)
-    card, model_bytes, side_files = efficientnet.build(min_cosine)
-    config = render_config(card, efficientnet.INPUT_DTYPES, efficientnet.INPUT_DIMS)
-    publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
-    log.info("exported %s to %s (fingerprint %s)", efficientnet.NAME, folder, card.fingerprint[:12])
-    return ExportOutcome(efficientnet.NAME, folder, True, card)
+    return _export_unless_current(
+        model_repo / efficientnet.NAME,
+        force,
+        efficientnet.is_up_to_date,
+        lambda: efficientnet.build(min_cosine),
+        efficientnet.INPUT_DTYPES,
+        efficientnet.INPUT_DIMS,
+    )
 
 
 def export_default_backbones(

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from service.backbones.card import BackboneCard
-from service.backbones.export import MIN_COSINE, ExportOutcome, _current_card, hf_text, hf_vision
+from service.backbones.export import MIN_COSINE, ExportOutcome, current_card, hf_text, hf_vision
 from service.backbones.export.hf_source import (
     ExportOptions,
     HfExportError,
@@ -90,7 +90,7 @@ def export_hf_model(
     target = model_repo / name
     recipe = hf_text.RECIPE if folder.modality == "text" else hf_vision.RECIPE
 
-    current = _current_card(target)
+    current = current_card(target)
     if current is not None and not force:
         if is_up_to_date(current, recipe, source, options):
             log.info("%s is up to date (%s)", name, target)
