@@ -6,6 +6,20 @@ Domain code raises these and never touches gRPC: the mapping to status codes liv
 from __future__ import annotations
 
 
+SHOWN_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """A request value as an error message may echo it: quoted, cut to 64 characters.
+
+    Errors must never grow with the request (a 1 MB job_id would make the error itself fail).
+    """
+    text = str(value)
+    if len(text) > SHOWN_CHARS:
+        text = f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
+    return repr(text)
+
+
 class TransferdError(Exception):
     """Base of every error the service reports to a client with a specific status code."""
 
@@ -44,3 +58,7 @@ class Unavailable(TransferdError):
 
 class FailedPrecondition(TransferdError):
     """The system is not in a state that allows the request (e.g. a head's backbone changed)."""
+
+
+class DataLoss(TransferdError):
+    """Stored data is damaged (a head file fails its checksum); the operator must restore it."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 
 import grpc
 
 from service.api.convert import inputs_from_pb
 from service.api.convert_heads import head_to_pb, job_to_pb, predict_result_to_pb, target_from_pb
+from service.api.offload import off_loop_if
 from service.backbones.embedder import Embedder
 from service.jobs.manager import JobManager
+from service.jobs.model import TrainingRequest
 from service.jobs.validation import validate_training_request
 from service.predictor import Predictor
 from service.store.registry import HeadRegistry
@@ -27,23 +30,30 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         registry: HeadRegistry,
         predictor: Predictor,
         max_examples: int,
+        executor: Executor,
     ) -> None:
         self._embedder = embedder
         self._jobs = jobs
         self._registry = registry
         self._predictor = predictor
         self._max_examples = max_examples
+        self._executor = executor  # large conversions, off the event loop
 
     async def TrainHead(
         self, request: heads_pb2.TrainHeadRequest, context: grpc.aio.ServicerContext
     ) -> heads_pb2.Job:
         tenant = current_tenant()
+        # Up to max_examples_per_job examples: converted and validated off the event loop.
+        training = await off_loop_if(True, self._executor, self._training_request, request)
+        return job_to_pb(await self._jobs.submit(tenant, training))
+
+    def _training_request(self, request: heads_pb2.TrainHeadRequest) -> TrainingRequest:
         fraction = (
             request.validation_fraction
             if request.HasField("validation_fraction")
             else DEFAULT_VALIDATION_FRACTION
         )
-        training = validate_training_request(
+        return validate_training_request(
             self._embedder,
             head=request.head,
             backbone=request.backbone,
@@ -54,7 +64,6 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
             validation_fraction=fraction,
             max_examples=self._max_examples,
         )
-        return job_to_pb(await self._jobs.submit(tenant, training))
 
     async def GetJob(
         self, request: heads_pb2.GetJobRequest, context: grpc.aio.ServicerContext
@@ -92,8 +101,11 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
     async def Predict(
         self, request: heads_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> heads_pb2.PredictResponse:
+        tenant = current_tenant()
+        many = len(request.inputs) > 64
+        inputs = await off_loop_if(many, self._executor, inputs_from_pb, request.inputs)
         result = await self._predictor.predict(
-            current_tenant(), request.head, request.version,
-            inputs_from_pb(request.inputs), request.top_k,
-        )  # fmt: skip
-        return predict_result_to_pb(result)
+            tenant, request.head, request.version, inputs, request.top_k
+        )
+        # A reply may hold inputs × labels scores: built off the event loop.
+        return await off_loop_if(True, self._executor, predict_result_to_pb, result)

@@ -1,16 +1,30 @@
-"""Server interceptors: the one mapping of error kinds to status codes, and per-RPC metrics."""
+"""The server interceptor: one place where every RPC is authenticated, limited, decoded, mapped.
+
+For each RPC of our services, in this order: metrics and the error → status mapping wrap
+everything (so refusals are counted too); the bearer key is checked from the metadata; the raw
+request is size-checked, counted and only then decoded (`service.api.decoding`); the deadline is
+recorded for the schedulers; the servicer runs; the reply is serialized, off the event loop when
+it is large. Health and reflection need no key and keep gRPC's own decoding.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import grpc
 
 import heads
 from service import errors, metrics
+from service.api.auth import OPEN_SERVICES, authenticate
+from service.api.decoding import RequestDecoder
+from service.request_context import set_deadline_in
+from service.tenancy.directory import TenantDirectory
+from service.tenancy.principal import set_principal
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +36,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     # The heads package's caller errors carry the request field, like InvalidArgument.
     heads.InvalidTrainingData: grpc.StatusCode.INVALID_ARGUMENT,
     heads.InvalidParams: grpc.StatusCode.INVALID_ARGUMENT,
@@ -82,47 +97,116 @@ def _short_method(full: str) -> str:
     return f"{service.rsplit('.', 1)[-1]}/{method}"
 
 
-class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Maps TransferdError kinds to status codes (anything else: INTERNAL, details to the log only)
-    and records requests and latency per method and code."""
+# Above this size a reply is serialized off the event loop.
+OFF_LOOP_REPLY_BYTES = 256 * 1024
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates, limits and decodes every RPC of our services; maps errors; records metrics.
+
+    Args:
+        directory: Resolves bearer secrets to principals.
+        decoder: Per-method limits and decoding of raw requests.
+        executor: Where large replies are serialized.
+    """
+
+    def __init__(
+        self, directory: TenantDirectory, decoder: RequestDecoder, executor: Executor
+    ) -> None:
+        self._directory = directory
+        self._decoder = decoder
+        self._executor = executor
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
+        if handler is None:
+            return None
         method = _short_method(details.method)
-        return rewrap_handler(handler, _wrap_unary(method), _wrap_stream(method))
+        if details.method.startswith(OPEN_SERVICES):
+            return _rewrap(handler, _outcome_unary(method), _outcome_stream(method))
+        # Our services: gRPC hands over raw bytes and sends the bytes we return, so that the
+        # key is checked before the body is decoded and large work stays off the event loop.
+        return _rewrap(
+            handler,
+            self._unary(details.method, method, handler.request_deserializer),
+            self._stream(details.method, method, handler.request_deserializer),
+            raw=True,
+        )
+
+    async def _admit(
+        self, full_method: str, raw: bytes, parse: Callable[[bytes], Any], context: Any
+    ) -> Any:
+        """Authenticates the caller, then decodes the request under the method's limits."""
+        set_principal(authenticate(self._directory, context))
+        request = await self._decoder.decode(full_method, raw, parse)
+        set_deadline_in(context.time_remaining())
+        return request
+
+    async def _encode(self, reply: Any) -> bytes:
+        if reply.ByteSize() <= OFF_LOOP_REPLY_BYTES:
+            return reply.SerializeToString()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, reply.SerializeToString
+        )
+
+    def _unary(self, full_method: str, method: str, parse: Callable[[bytes], Any]) -> UnaryWrapper:
+        def wrap(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                async with _Outcome(method, context):
+                    request = await self._admit(full_method, raw, parse, context)
+                    return await self._encode(await inner(request, context))
+
+            return handle
+
+        return wrap
+
+    def _stream(
+        self, full_method: str, method: str, parse: Callable[[bytes], Any]
+    ) -> StreamWrapper:
+        def wrap(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+            async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+                async with _Outcome(method, context):
+                    request = await self._admit(full_method, raw, parse, context)
+                    async for reply in inner(request, context):
+                        yield await self._encode(reply)
+
+            return handle
+
+        return wrap
 
 
 UnaryWrapper = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
 StreamWrapper = Callable[[Callable[..., AsyncIterator[Any]]], Callable[..., AsyncIterator[Any]]]
 
 
-def rewrap_handler(
-    handler: grpc.RpcMethodHandler | None, unary: UnaryWrapper, stream: StreamWrapper
-) -> grpc.RpcMethodHandler | None:
+def _rewrap(
+    handler: grpc.RpcMethodHandler, unary: UnaryWrapper, stream: StreamWrapper, raw: bool = False
+) -> grpc.RpcMethodHandler:
     """The same handler with its unary-unary or unary-stream behaviour wrapped (the API has no
-    client-streaming RPCs; reflection's stream-stream RPC passes through unwrapped)."""
-    if handler is None:
-        return None
+    client-streaming RPCs; reflection's stream-stream RPC passes through unwrapped). With `raw`,
+    gRPC neither decodes requests nor encodes replies: the wrapper does both."""
+    deserializer = None if raw else handler.request_deserializer
+    serializer = None if raw else handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             unary(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            request_deserializer=deserializer,
+            response_serializer=serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
             stream(handler.unary_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            request_deserializer=deserializer,
+            response_serializer=serializer,
         )
     return handler
 
 
-def _wrap_unary(method: str) -> UnaryWrapper:
+def _outcome_unary(method: str) -> UnaryWrapper:
     def wrap(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with _Outcome(method, context):
@@ -133,7 +217,7 @@ def _wrap_unary(method: str) -> UnaryWrapper:
     return wrap
 
 
-def _wrap_stream(method: str) -> StreamWrapper:
+def _outcome_stream(method: str) -> StreamWrapper:
     def wrap(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with _Outcome(method, context):

@@ -37,7 +37,7 @@ BAD_REQUESTS = {
     ),
     "input with nothing set": (request(OK, common_pb2.Input()), "inputs[1]:"),
     "empty text": (request(OK, common_pb2.Input(text="  ")), "inputs[1].text: must not be empty"),
-    "too many inputs": (request(*[OK] * 65), "inputs: 65 inputs exceed the limit of 64"),
+    "too many inputs": (request(*[OK] * 65), "inputs: more than 64 given; at most 64 per request"),
     "text over the byte limit": (
         request(OK, OK, OK, common_pb2.Input(text="é" * 2049)),  # 4098 bytes, 2049 characters
         "inputs[3].text: 4098 bytes exceed the limit of 4096",

@@ -1,0 +1,94 @@
+"""What each RPC may receive: a byte limit sized to what the method allows, and element counts.
+
+Checked on the raw message, after authentication and before anything is decoded (see
+`service.api.decoding`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.protobuf.descriptor import Descriptor
+
+from service.backbones.card import BackboneCard
+from service.config import Settings
+from transferd.v1 import embedding_pb2, heads_pb2
+
+# Requests without bulk data (names, ids, versions) are tiny; 64 KiB is generous and keeps a
+# 1 MB job_id from ever being decoded.
+SMALL_REQUEST_BYTES = 64 * 1024
+# Room for an element's framing and its small fields (tags, lengths, a label) beyond its data.
+ELEMENT_OVERHEAD_BYTES = 1024
+# A legitimate message has a handful of singular fields besides its repeated ones.
+MAX_OTHER_FIELDS = 64
+MAX_PARAMS = 64
+# Above this size a request is decoded and converted off the event loop.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class MethodLimits:
+    """What one RPC may receive.
+
+    Attributes:
+        max_bytes: The largest serialized request.
+        repeated: Field number → (field name, most elements), counted on the raw message.
+    """
+
+    max_bytes: int
+    repeated: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[int, int]:
+        return {number: limit for number, (_name, limit) in self.repeated.items()}
+
+
+SMALL = MethodLimits(SMALL_REQUEST_BYTES)
+
+
+def _field(descriptor: Descriptor, name: str, limit: int) -> dict[int, tuple[str, int]]:
+    return {descriptor.fields_by_name[name].number: (name, limit)}
+
+
+def largest_input_bytes(settings: Settings, cards: list[BackboneCard]) -> int:
+    """The largest single input the served backbones accept: a text, an encoded image, or a
+    precomputed embedding (Predict) of the widest backbone (float32 values, packed)."""
+    sizes = [4 * card.dim + 16 for card in cards]
+    if any(card.modality == "text" for card in cards):
+        sizes.append(settings.max_text_bytes)
+    if any(card.modality == "image" for card in cards):
+        sizes.append(settings.max_image_bytes)
+    return max(sizes, default=settings.max_text_bytes)
+
+
+def method_limits(settings: Settings, max_item_bytes: int) -> dict[str, MethodLimits]:
+    """The limits of the methods that carry bulk data; every other method gets `SMALL`.
+
+    Args:
+        settings: The server's settings (counts and the overall byte cap).
+        max_item_bytes: The largest single input any served backbone or head accepts (a text,
+            an encoded image, or a precomputed embedding).
+    """
+    per_item = max_item_bytes + ELEMENT_OVERHEAD_BYTES
+    cap = settings.max_request_bytes
+    inputs = MethodLimits(
+        min(cap, settings.max_inputs_per_request * per_item),
+        _field(embedding_pb2.EmbedRequest.DESCRIPTOR, "inputs", settings.max_inputs_per_request),
+    )
+    predict = MethodLimits(
+        min(cap, settings.max_inputs_per_request * per_item),
+        _field(heads_pb2.PredictRequest.DESCRIPTOR, "inputs", settings.max_inputs_per_request),
+    )
+    train = heads_pb2.TrainHeadRequest.DESCRIPTOR
+    training = MethodLimits(
+        min(cap, settings.max_examples_per_job * per_item),
+        {
+            **_field(train, "examples", settings.max_examples_per_job),
+            **_field(train, "params", MAX_PARAMS),
+        },
+    )
+    return {
+        "/transferd.v1.EmbeddingService/Embed": inputs,
+        "/transferd.v1.HeadService/Predict": predict,
+        "/transferd.v1.HeadService/TrainHead": training,
+    }

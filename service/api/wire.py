@@ -1,0 +1,99 @@
+"""Counting a protobuf message's top-level fields from its raw bytes, without decoding it.
+
+Decoding builds one Python object per element: a 20 MB message of ten million empty `Input`s
+took 11 s and 1.3 GB before its count could be checked. The wire format lets us count the
+repeated fields first, and the scan stops as soon as a count is over its limit, so refusing a
+hostile message costs about as much as accepting the largest legitimate one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Wire types (https://protobuf.dev/programming-guides/encoding/).
+VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
+
+
+class MalformedMessage(ValueError):
+    """The bytes are not a protobuf message (truncated, bad tag or wire type)."""
+
+
+@dataclass(frozen=True)
+class OverLimit:
+    """A repeated field holds more elements than its limit (counting stopped there)."""
+
+    field_number: int
+    limit: int
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """The varint at `at` and the position after it."""
+    value = 0
+    shift = 0
+    end = len(data)
+    while True:
+        if at >= end or shift > 63:
+            raise MalformedMessage("truncated or overlong varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _skip(data: bytes, at: int, wire_type: int) -> int:
+    """The position after a field's value."""
+    if wire_type == VARINT:
+        return _varint(data, at)[1]
+    if wire_type == I64:
+        at += 8
+    elif wire_type == I32:
+        at += 4
+    elif wire_type == LEN:
+        length, at = _varint(data, at)
+        at += length
+    else:  # groups are not used by this API, and proto3 has none
+        raise MalformedMessage(f"unsupported wire type {wire_type}")
+    if at > len(data):
+        raise MalformedMessage("truncated field")
+    return at
+
+
+def count_top_level(
+    data: bytes, limits: Mapping[int, int], max_other_fields: int
+) -> OverLimit | None:
+    """Counts the top-level occurrences of the fields in `limits` and checks them.
+
+    Args:
+        data: The serialized message.
+        limits: Field number → most occurrences allowed.
+        max_other_fields: Most occurrences of all other fields together (a legitimate message
+            has a handful of singular fields; unknown fields repeated millions of times are not).
+
+    Returns:
+        The first field over its limit (field number 0 for "other fields"), or None.
+
+    Raises:
+        MalformedMessage: the bytes are not a well-formed message at the top level.
+    """
+    counts = dict.fromkeys(limits, 0)
+    others = 0
+    at = 0
+    end = len(data)
+    while at < end:
+        tag, at = _varint(data, at)
+        number, wire_type = tag >> 3, tag & 7
+        if number == 0:
+            raise MalformedMessage("field number 0")
+        if number in counts:
+            counts[number] += 1
+            if counts[number] > limits[number]:
+                return OverLimit(number, limits[number])
+        else:
+            others += 1
+            if others > max_other_fields:
+                return OverLimit(0, max_other_fields)
+        at = _skip(data, at, wire_type)
+    return None

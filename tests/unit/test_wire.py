@@ -1,0 +1,64 @@
+"""Counting repeated fields on the wire: exact for real messages, cheap for hostile ones."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.api.wire import MalformedMessage, OverLimit, count_top_level
+from transferd.v1 import common_pb2, embedding_pb2, heads_pb2
+
+INPUTS = embedding_pb2.EmbedRequest.DESCRIPTOR.fields_by_name["inputs"].number
+
+
+def _embed(count: int) -> bytes:
+    return embedding_pb2.EmbedRequest(
+        backbone="b", inputs=[common_pb2.Input(text=f"text {i}") for i in range(count)]
+    ).SerializeToString()
+
+
+def test_a_message_at_the_limit_passes_and_one_more_is_over() -> None:
+    assert count_top_level(_embed(10), {INPUTS: 10}, 8) is None
+    assert count_top_level(_embed(11), {INPUTS: 10}, 8) == OverLimit(INPUTS, 10)
+
+
+def test_every_field_type_is_skipped_correctly() -> None:
+    request = heads_pb2.TrainHeadRequest(
+        head="h", backbone="b", kind="knn", validation_fraction=0.25, params={"a": "1", "b": "2"},
+        examples=[heads_pb2.Example(input=common_pb2.Input(text="x"), value=1.5)] * 3,
+    )  # fmt: skip
+    examples = request.DESCRIPTOR.fields_by_name["examples"].number
+    params = request.DESCRIPTOR.fields_by_name["params"].number
+    data = request.SerializeToString()
+    assert count_top_level(data, {examples: 3, params: 2}, 4) is None
+    assert count_top_level(data, {examples: 3, params: 1}, 4) == OverLimit(params, 1)
+    assert count_top_level(data, {examples: 3, params: 2}, 3) == OverLimit(0, 3)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x12\x05abc",
+        b"\x12",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x00\x01",
+        b"\x13",
+    ],
+)
+def test_malformed_bytes_are_refused(data: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        count_top_level(data, {INPUTS: 10}, 8)
+
+
+def test_ten_million_elements_cost_no_more_than_the_limit() -> None:
+    hostile = bytes([INPUTS << 3 | 2, 0]) * 10_000_000
+    started = time.perf_counter()
+    assert count_top_level(hostile, {INPUTS: 1024}, 64) == OverLimit(INPUTS, 1024)
+    hostile_s = time.perf_counter() - started
+    legit = _embed(1024)
+    started = time.perf_counter()
+    assert count_top_level(legit, {INPUTS: 1024}, 64) is None
+    legit_s = time.perf_counter() - started
+    # Counting stops at the limit: the hostile message costs about what the largest legit one does.
+    assert hostile_s < 5 * legit_s + 0.01
