@@ -11,7 +11,7 @@ MODEL_REPO ?= $(or $(TRANSFERD_MODEL_REPO),model_repo)
 TRITON_PYTHON_ENV := build/triton-python-env
 NVIDIA_PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup stubs model serve test bench lint clean triton triton-env
+.PHONY: setup stubs model serve test bench soak fuzz lint clean triton triton-env
 
 setup: $(STAMPS)/installed stubs
 
@@ -57,8 +57,19 @@ test: model triton-env
 # bench/embed.py (embedded) runs last: the last line of `make bench` is its `ratio c/a`.
 bench: model triton-env
 	$(BIN)/python bench/heads.py
+	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/embed.py --runtime triton
 	$(BIN)/python bench/embed.py
+
+# 10 minutes of mixed tenants (flood, training, hostile input) with the server killed (SIGKILL)
+# and restarted every 90 s; fails on a lost head, a stuck job or a refused well-behaved tenant.
+soak: model
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),10)
+
+# The fuzz of every RPC's decoding, converters and validators, long and with fresh random cases
+# (`make test` runs a short, repeatable pass of the same tests).
+fuzz: model
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),1500) FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check service heads tests bench examples

@@ -6,6 +6,7 @@ needs) -> `TrainedHead.to_card`. Serving: `LoadedHead.from_bytes(card, onnx_byte
 The ONNX I/O contract every head honours is documented in `heads.contract`.
 """
 
+from heads.budget import DEFAULT_COST_CAPS, CostEstimate, check_cost, estimate_cost
 from heads.card import FORMAT_VERSION, HeadCard, data_hash, utc_now
 from heads.errors import (
     HeadError,
@@ -17,12 +18,15 @@ from heads.errors import (
 )
 from heads.kinds import DEFAULT_KIND, KindInfo, available_kinds, describe_kinds, register_kind
 from heads.runtime import LoadedHead, Prediction
+from heads.stopping import TrainingStopped
 from heads.targets import Task
 from heads.training import Progress, TrainedHead, check_request, train_head
 
 __all__ = [
+    "DEFAULT_COST_CAPS",
     "DEFAULT_KIND",
     "FORMAT_VERSION",
+    "CostEstimate",
     "HeadCard",
     "HeadError",
     "HeadFormatError",
@@ -36,10 +40,13 @@ __all__ = [
     "Progress",
     "Task",
     "TrainedHead",
+    "TrainingStopped",
     "available_kinds",
+    "check_cost",
     "check_request",
     "data_hash",
     "describe_kinds",
+    "estimate_cost",
     "register_kind",
     "train_head",
     "utc_now",

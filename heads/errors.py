@@ -7,6 +7,24 @@ request field they refer to; `HeadVerificationError` and `HeadFormatError` are o
 
 from __future__ import annotations
 
+SHOWN_CHARS = 64
+
+
+def cut(value: object) -> str:
+    """A request value as an error message may echo it: cut to 64 characters.
+
+    Errors must never grow with the request (a 1 MB value would make the error itself fail).
+    """
+    text = str(value)
+    if len(text) > SHOWN_CHARS:
+        return f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
+    return text
+
+
+def shown(value: object) -> str:
+    """`cut(value)`, quoted."""
+    return repr(cut(value))
+
 
 class HeadError(Exception):
     """Base class of every error raised on purpose by `heads`."""

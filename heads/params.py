@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from heads.errors import InvalidParams
+from heads.errors import InvalidParams, cut, shown
 
 #: A parsed parameter value; None only for a tunable parameter the caller did not give.
 ParamValue = float | int | str | None
@@ -40,9 +40,9 @@ class FloatParam:
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
+            raise ValueError(f"expected a number, got {shown(raw)}") from None
         if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {raw!r}")
+            raise ValueError(f"expected a finite number, got {shown(raw)}")
         if self.gt is not None and not value > self.gt:
             raise ValueError(f"must be > {self.gt:g}, got {value:g}")
         if self.ge is not None and not value >= self.ge:
@@ -73,7 +73,7 @@ class IntParam:
         try:
             value = int(raw.strip())
         except ValueError:
-            raise ValueError(f"expected an integer, got {raw!r}") from None
+            raise ValueError(f"expected an integer, got {shown(raw)}") from None
         if not self.ge <= value <= self.le:
             raise ValueError(f"must be in [{self.ge}, {self.le}], got {value}")
         return value
@@ -95,7 +95,7 @@ class ChoiceParam:
     def parse(self, raw: str) -> str:
         value = raw.strip().lower()
         if value not in self.choices:
-            raise ValueError(f"must be one of {', '.join(self.choices)}, got {raw!r}")
+            raise ValueError(f"must be one of {', '.join(self.choices)}, got {shown(raw)}")
         return value
 
 
@@ -120,7 +120,7 @@ def parse_params(specs: Mapping[str, ParamSpec], raw: Mapping[str, str]) -> dict
     for key in raw:
         if key not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            raise InvalidParams(f"params[{key}]", f"unknown parameter; this kind takes: {known}")
+            raise InvalidParams(f"params[{cut(key)}]", f"unknown parameter; this kind takes: {known}")
     values: dict[str, ParamValue] = {}
     for name, spec in specs.items():
         if name not in raw:
@@ -128,7 +128,7 @@ def parse_params(specs: Mapping[str, ParamSpec], raw: Mapping[str, str]) -> dict
             continue
         text = raw[name]
         if not isinstance(text, str):
-            raise InvalidParams(f"params[{name}]", "value must be a string")
+            raise InvalidParams(f"params[{cut(name)}]", "value must be a string")
         try:
             values[name] = spec.parse(text)
         except ValueError as exc:

@@ -27,6 +27,7 @@ from heads.metrics import evaluate
 from heads.onnx_export import export_verified
 from heads.params import ParamValue, format_value, parse_params
 from heads.split import DEFAULT_VALIDATION_FRACTION, check_validation_fraction, split_indices
+from heads.stopping import StopCheck, checkpoint, stop_checks
 from heads.targets import EncodedTargets, Task, encode_targets
 from heads.threads import single_threaded_blas
 
@@ -172,6 +173,7 @@ def train_head(
     params: Mapping[str, str] | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     progress: Progress | None = None,
+    should_stop: StopCheck | None = None,
 ) -> TrainedHead:
     """Trains, evaluates, exports and verifies one head.
 
@@ -185,6 +187,9 @@ def train_head(
         params: Hyper-parameters as strings (the API's map<string, string>).
         validation_fraction: Share held out for metrics, in [0, 0.9].
         progress: Optional progress callback, see `Progress`.
+        should_stop: Optional; once it returns True, training stops at its next checkpoint
+            (every stage, every mlp epoch and few batches, every CV candidate and fold) by
+            raising `heads.stopping.TrainingStopped`.
 
     Returns:
         The trained head with verified ONNX bytes.
@@ -193,8 +198,25 @@ def train_head(
         InvalidTrainingData: Bad targets or embeddings (``.field`` names the example).
         InvalidParams: Unknown kind, kind/task mismatch, bad parameter or validation fraction.
         HeadVerificationError: The ONNX export does not reproduce the fitted model.
+        TrainingStopped: ``should_stop`` returned True.
     """
-    report = progress or (lambda stage, fraction: None)
+    with stop_checks(should_stop):
+        return _train(kind, embeddings, targets, params, validation_fraction, progress)
+
+
+def _train(
+    kind: str,
+    embeddings: np.ndarray,
+    targets: Sequence[object],
+    params: Mapping[str, str] | None,
+    validation_fraction: float,
+    progress: Progress | None,
+) -> TrainedHead:
+    def report(stage: str, fraction: float) -> None:
+        checkpoint()  # every stage boundary is a place to stop
+        if progress is not None:
+            progress(stage, fraction)
+
     fraction = check_validation_fraction(validation_fraction)
     head_kind, encoded, parsed = _resolve(kind, targets, params)
     x = _check_embeddings(embeddings, len(encoded))

@@ -1,4 +1,4 @@
-"""`transferd` command line: `export` writes backbones, `serve` serves them.
+"""`transferd` command line: `export` writes backbones, `serve` serves them, `repair` re-imports heads.
 
 Flags override their `TRANSFERD_` environment twins, which override the defaults.
 """
@@ -61,7 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-repo", type=Path, help="backbones (TRANSFERD_MODEL_REPO)")
     serve.add_argument("--runtime", choices=["embedded", "triton"], help="(TRANSFERD_RUNTIME)")
     serve.add_argument("--triton-url", help="Triton gRPC host:port (TRANSFERD_TRITON_URL)")
+
+    repair = commands.add_parser(
+        "repair",
+        help="with the server stopped: rebuild lost head rows (and tenants) from the head cards "
+        "and bring back quarantined heads; never deletes anything, safe to run twice",
+    )
+    repair.add_argument("--data-dir", type=Path, help="state folder (TRANSFERD_DATA_DIR)")
     return parser
+
+
+def _repair(settings: Settings) -> None:
+    """`repair`: prints what it did, line by line."""
+    from service.store.repair import repair
+
+    if not settings.data_dir.is_dir():
+        sys.exit(f"transferd: no data directory at {settings.data_dir}")
+    for line in repair(settings.data_dir).lines():
+        print(line)
 
 
 def _settings(args: argparse.Namespace, keys: tuple[str, ...]) -> Settings:
@@ -133,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})"
             )
         return
+    if args.command == "repair":
+        settings = _settings(args, ("data_dir",))
+        _configure_logging(settings.log_level)
+        _repair(settings)
+        return
     settings = _settings(
         args,
         (
@@ -149,11 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     from service.backbones.embedded import BackboneLoadError
     from service.backbones.repository import ModelRepositoryError
     from service.server import serve
+    from service.store.recovery import StoreNeedsRepair
 
     try:
         asyncio.run(serve(settings))
     except (ModelRepositoryError, BackboneLoadError, NotImplementedError) as error:
         sys.exit(f"transferd: cannot serve: {error}")
+    except StoreNeedsRepair as error:
+        sys.exit(f"transferd: {error}")
 
 
 if __name__ == "__main__":

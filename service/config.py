@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from heads.budget import DEFAULT_COST_CAPS
+
 
 class RuntimeKind(StrEnum):
     """Where backbones run."""
@@ -35,9 +37,45 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="Secret of the admin key, the only key that may call TenantService."
     )
-    head_cache_size: int = Field(256, ge=1, description="Loaded heads kept in memory (LRU).")
+    head_cache_size: int = Field(
+        256, ge=1, description="Most loaded heads kept in memory (LRU), within head_cache_mb."
+    )
+    head_cache_mb: float = Field(
+        512.0,
+        gt=0,
+        description="Most memory, in MiB, that loaded heads may hold in the LRU (estimated from "
+        "each head's ONNX size); a larger head is served without being cached.",
+    )
+    max_heads_per_tenant: int = Field(
+        1000, ge=1, description="Most heads (names with a live version) one tenant may store."
+    )
+    max_versions_per_head: int = Field(
+        100, ge=1, description="Most live (not deleted) versions one head may have."
+    )
     training_workers: int = Field(
-        1, ge=1, description="Training jobs that run at the same time; the rest wait in order."
+        1,
+        ge=1,
+        description="Training jobs that run at the same time; the rest wait, each tenant's in "
+        "order and tenants in turn (the tenant served longest ago goes next).",
+    )
+    job_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Wall-clock limit of one training job from when it starts running; past it "
+        "the job is stopped and FAILED with the reason.",
+    )
+    job_cost_caps: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_COST_CAPS),
+        description="Per head kind, the most operations (about multiply-adds; one core does "
+        "about 1.5e10 a second) a job's up-front estimate (examples x epochs x model size) may "
+        'reach; more: INVALID_ARGUMENT at once. JSON, e.g. {"mlp": 1e14}; kinds left out keep '
+        "their defaults.",
+    )
+    max_label_bytes: int = Field(
+        256, ge=1, description="Longest label of a training example, in UTF-8 bytes."
+    )
+    max_labels_per_head: int = Field(
+        10_000, ge=2, description="Most distinct labels one head may have."
     )
     max_jobs_per_tenant: int = Field(
         4, ge=1, description="Jobs one tenant may have queued or running (more: RESOURCE_EXHAUSTED)."
@@ -50,6 +88,18 @@ class Settings(BaseSettings):
     )
     max_inputs_per_request: int = Field(
         1024, ge=1, le=10_000, description="Most inputs one Embed or Predict request may carry."
+    )
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest request any RPC accepts; each method's own limit is sized to what it "
+        "allows (inputs x largest input) and never above this. Checked before decoding.",
+    )
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest reply; a Predict whose reply would be larger is refused "
+        "(RESOURCE_EXHAUSTED) before it is built.",
     )
     max_text_bytes: int = Field(
         16_384, ge=1, description="Longest text input in UTF-8 bytes (longer is refused, not cut)."
@@ -76,13 +126,34 @@ class Settings(BaseSettings):
     max_queued_inputs: int = Field(
         4_096,
         ge=1,
-        description="Inputs waiting for a backbone before new requests get RESOURCE_EXHAUSTED.",
+        description="A text backbone's capacity, in inputs of its full sequence length: it may "
+        "hold this many x max_sequence_length tokens (estimated before tokenizing) queued or "
+        "running, shared by the tenants using it; a tenant over its share (capacity / tenants "
+        "using the backbone) gets RESOURCE_EXHAUSTED, a tenant holding nothing is always let in.",
+    )
+    max_queued_pixels: int = Field(
+        400_000_000,
+        ge=1,
+        description="An image backbone's capacity in declared pixels (width x height from the "
+        "header, before decoding) queued, decoding or running, shared like max_queued_inputs.",
+    )
+    image_decode_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads that decode images, apart from the text tokenizers "
+        "(0: half the cores, at least 1).",
+    )
+    max_jpeg_scans: int = Field(
+        64,
+        ge=1,
+        description="Most scans (SOS markers) a JPEG may hold; counted before decoding "
+        "(normal progressive JPEGs have about 10). More: INVALID_ARGUMENT.",
     )
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads per backbone (0: one per core)."
     )
     preprocess_threads: int = Field(
-        0, ge=0, description="Threads that tokenize and decode inputs (0: one per core)."
+        0, ge=0, description="Threads that tokenize text inputs (0: one per core)."
     )
     drain_delay_s: float = Field(
         2.0,
@@ -111,6 +182,25 @@ class Settings(BaseSettings):
     triton_startup_timeout_s: float = Field(
         120.0, ge=0, description="At start-up: how long to wait for the model to be ready on Triton."
     )
+    triton_max_calls_in_flight: int = Field(
+        16,
+        ge=1,
+        description="Calls per backbone sent to Triton at once (Triton batches them); the rest "
+        "wait in the gateway's fair per-tenant queues.",
+    )
+
+    @field_validator("job_cost_caps")
+    @classmethod
+    def _merge_cost_caps(cls, caps: dict[str, float]) -> dict[str, float]:
+        # A typo would silently leave the real kind at its default: refuse unknown kinds.
+        unknown = sorted(set(caps) - set(DEFAULT_COST_CAPS))
+        if unknown:
+            raise ValueError(
+                f"job_cost_caps: unknown kind(s) {unknown}; known: {sorted(DEFAULT_COST_CAPS)}"
+            )
+        if any(not cap > 0 for cap in caps.values()):
+            raise ValueError("job_cost_caps: every cap must be > 0")
+        return {**DEFAULT_COST_CAPS, **caps}
 
     @field_validator("triton_url")
     @classmethod

@@ -5,19 +5,8 @@ Domain code raises these and never touches gRPC: the mapping to status codes liv
 
 from __future__ import annotations
 
-
-SHOWN_CHARS = 64
-
-
-def shown(value: object) -> str:
-    """A request value as an error message may echo it: quoted, cut to 64 characters.
-
-    Errors must never grow with the request (a 1 MB job_id would make the error itself fail).
-    """
-    text = str(value)
-    if len(text) > SHOWN_CHARS:
-        text = f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
-    return repr(text)
+# One spelling of "a value as errors echo it" for the service and the heads package.
+from heads.errors import shown as shown
 
 
 class TransferdError(Exception):

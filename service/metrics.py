@@ -30,6 +30,16 @@ BATCH_SIZE = Histogram(
 QUEUE_DEPTH = Gauge(
     "transferd_queue_depth", "Inputs waiting for a backbone inference call.", ["backbone"]
 )
+ADMISSION_REFUSALS = Counter(
+    "transferd_admission_refusals",
+    "Requests refused (RESOURCE_EXHAUSTED) because their tenant was over its share of a backbone.",
+    ["backbone"],
+)
+DROPPED_INPUTS = Counter(
+    "transferd_dropped_inputs",
+    "Queued inputs dropped before inference or decoding: their RPC was cancelled or expired.",
+    ["backbone"],
+)
 INFERENCE_LATENCY = Histogram(
     "transferd_inference_duration_seconds",
     "Time of one backbone inference call.",
@@ -47,6 +57,18 @@ JOB_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 HEADS_CACHED = Gauge("transferd_heads_cached", "Heads loaded in the in-memory LRU.")
+HEAD_CACHE_BYTES = Gauge(
+    "transferd_head_cache_bytes",
+    "Estimated memory of the heads loaded in the LRU (bounded by TRANSFERD_HEAD_CACHE_MB).",
+)
+HEADS_QUARANTINED = Gauge(
+    "transferd_heads_quarantined",
+    "Head folders under heads/.quarantine (no database row; `transferd repair` restores them).",
+)
+DATABASE_INTACT = Gauge(
+    "transferd_database_intact",
+    "1 while the database file is the one opened at start-up; 0 once removed or replaced.",
+)
 BACKBONE_READY = Gauge(
     "transferd_backbone_ready", "1 when the backbone can serve, else 0.", ["backbone", "runtime"]
 )

@@ -12,6 +12,7 @@ from heads import LoadedHead, Prediction
 from service.backbones.embedder import Embedder, ServedBackbone
 from service.backbones.inputs import EmbeddingInput, Input, check_count
 from service.errors import FailedPrecondition, InvalidArgument
+from service.reply_size import check_predict_reply
 from service.store.registry import HeadRegistry, check_head_name
 
 
@@ -23,10 +24,17 @@ class PredictResult:
 
 
 class Predictor:
-    def __init__(self, embedder: Embedder, registry: HeadRegistry, executor: Executor) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        registry: HeadRegistry,
+        executor: Executor,
+        max_reply_bytes: int,
+    ) -> None:
         self._embedder = embedder
         self._registry = registry
         self._executor = executor
+        self._max_reply_bytes = max_reply_bytes
 
     async def predict(
         self, tenant: str, head: str, version: int, inputs: list[Input], top_k: int
@@ -35,6 +43,7 @@ class Predictor:
 
         Raises:
             NotFound: no such head (or version) for this tenant.
+            ResourceExhausted: the reply could exceed the response size limit.
             FailedPrecondition: the head's backbone is not served, or was re-exported since.
             InvalidArgument: a bad input, named by index.
         """
@@ -42,6 +51,8 @@ class Predictor:
         check_count(inputs, self._embedder.limits)
         loaded = await self._registry.load(tenant, head, version)
         card = loaded.card
+        # Before any work: a reply too large to send is refused, not built.
+        check_predict_reply(card, len(inputs), top_k, self._max_reply_bytes)
         served = self._served_backbone(loaded)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
         to_embed: list[int] = []  # positions of texts or images; embeddings go straight in
@@ -56,6 +67,7 @@ class Predictor:
                 served.card.name,
                 [inputs[i] for i in to_embed],
                 wheres=[f"inputs[{i}]" for i in to_embed],
+                tenant=tenant,
             )
             rows[to_embed] = result.vectors
         predictions = await asyncio.get_running_loop().run_in_executor(

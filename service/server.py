@@ -12,10 +12,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import metrics
-from service.api.auth import AuthInterceptor
+from service.api.decoding import RequestDecoder
 from service.api.embedding import EmbeddingServicer
 from service.api.heads import HeadServicer
-from service.api.interceptors import ErrorsAndMetricsInterceptor
+from service.api.interceptors import GatewayInterceptor
+from service.api.request_limits import SMALL, largest_input_bytes, method_limits
 from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import InputLimits
@@ -24,10 +25,12 @@ from service.backbones.readiness import HealthFollower
 from service.config import Settings
 from service.jobs.manager import JobLimits, JobManager
 from service.jobs.store import JobStore
+from service.jobs.validation import TrainingLimits
 from service.predictor import Predictor
 from service.store.database import Database
 from service.store.head_files import HeadFiles
-from service.store.registry import HeadRegistry
+from service.store.recovery import StoreNeedsRepair, check_before_open
+from service.store.registry import HeadQuotas, HeadRegistry
 from service.tenancy.directory import TenantDirectory
 from transferd.v1 import (
     embedding_pb2,
@@ -45,8 +48,6 @@ SERVICE_NAMES = (
     heads_pb2.DESCRIPTOR.services_by_name["HeadService"].full_name,
     tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
 )
-# Inputs may be up to max_inputs × max_text_bytes (and images later): raise gRPC's 4 MiB default.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class Server:
@@ -63,20 +64,31 @@ class Server:
         self._heads_pool = ThreadPoolExecutor(
             max_workers=settings.effective_threads(0), thread_name_prefix="heads"
         )
+        # Decoding large requests and encoding large replies: off the event loop, and bounded so
+        # that many large requests queue here instead of each holding a decoded copy at once.
+        self._transport_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transport")
         self._training_pool = ThreadPoolExecutor(
             max_workers=settings.training_workers, thread_name_prefix="training"
         )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
         self.embedder = Embedder(build_backbones(settings), limits, self._preprocess)
+        # A missing database beside existing heads is refused before anything is created.
+        check_before_open(settings.data_dir)
         self.db = Database(settings.data_dir)
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         if not admin:
             log.warning("TRANSFERD_ADMIN_KEY is not set: TenantService refuses every call")
         self.directory = TenantDirectory(self.db, admin)
         self.registry = HeadRegistry(
-            self.db, HeadFiles(settings.data_dir), settings.head_cache_size, self._heads_pool
-        )
-        self.registry.sweep_unpublished()
+            self.db, HeadFiles(settings.data_dir), settings.head_cache_size, self._heads_pool,
+            cache_bytes=int(settings.head_cache_mb * 1024 * 1024),
+            quotas=HeadQuotas(settings.max_heads_per_tenant, settings.max_versions_per_head),
+        )  # fmt: skip
+        try:
+            self.registry.sweep_unpublished()
+        except StoreNeedsRepair:
+            self.db.close()  # cleanly: SQLite removes its -wal, nothing stays beside the file
+            raise
         self.jobs = JobManager(
             JobStore(self.db), self.embedder, self.registry, self._training_pool,
             JobLimits(
@@ -84,32 +96,48 @@ class Server:
                 max_active_per_tenant=settings.max_jobs_per_tenant,
                 max_active_total=settings.max_jobs_total,
                 embed_chunk=min(64, settings.max_inputs_per_request),
+                timeout_s=settings.job_timeout_s,
+                training=TrainingLimits(
+                    max_examples=settings.max_examples_per_job,
+                    max_label_bytes=settings.max_label_bytes,
+                    max_labels_per_head=settings.max_labels_per_head,
+                    cost_caps=settings.job_cost_caps,
+                ),
             ),
         )  # fmt: skip
         self.jobs.recover()
-        predictor = Predictor(self.embedder, self.registry, self._heads_pool)
+        predictor = Predictor(
+            self.embedder, self.registry, self._heads_pool, settings.max_response_bytes
+        )
         self.health = health.aio.HealthServicer()
-        # After start-up, health follows the backbones (a Triton backbone goes down and back).
-        self._health_follower = HealthFollower(
-            self.embedder.is_ready, self._set_health, self.health
+        # After start-up, health follows the backbones (a Triton backbone goes down and back)
+        # and the database file (removed or replaced: NOT_SERVING until a restart).
+        self._health_follower = HealthFollower(self._ready, self._set_health, self.health)
+        decoder = RequestDecoder(
+            self._transport_pool,
+            method_limits(
+                settings, largest_input_bytes(settings, [b.card for b in self.embedder.served()])
+            ),
+            SMALL,
         )
         self._grpc = grpc.aio.server(
-            # Outermost first: errors and metrics see every refusal of the auth interceptor.
-            interceptors=[ErrorsAndMetricsInterceptor(), AuthInterceptor(self.directory)],
+            interceptors=[GatewayInterceptor(self.directory, decoder, self._transport_pool)],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC refuses anything larger than the largest method limit before we see it.
+                ("grpc.max_receive_message_length", decoder.largest),
+                ("grpc.max_send_message_length", settings.max_response_bytes),
             ],
         )
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
-            EmbeddingServicer(self.embedder), self._grpc
+            EmbeddingServicer(self.embedder, self._transport_pool), self._grpc
         )
         heads_pb2_grpc.add_HeadServiceServicer_to_server(
             HeadServicer(
-                self.embedder, self.jobs, self.registry, predictor, settings.max_examples_per_job
+                self.embedder, self.jobs, self.registry, predictor,
+                settings.max_examples_per_job, self._transport_pool,
             ),
             self._grpc,
-        )
+        )  # fmt: skip
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
             TenantServicer(self.directory), self._grpc
         )
@@ -118,6 +146,10 @@ class Server:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
         self.port = self._grpc.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+
+    def _ready(self) -> bool:
+        """Every backbone can serve, and the database file is still the one opened."""
+        return self.embedder.is_ready() and self.db.intact()
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -158,7 +190,7 @@ class Server:
         await self.jobs.close()
         await stopping
         await self.embedder.close()
-        for pool in (self._preprocess, self._heads_pool, self._training_pool):
+        for pool in (self._preprocess, self._heads_pool, self._training_pool, self._transport_pool):
             pool.shutdown(wait=False, cancel_futures=True)
         self.db.close()
         log.info("stopped")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.util import find_spec
 
-from heads.errors import InvalidParams
+from heads.errors import InvalidParams, shown
 from heads.kinds.base import FitResult, FittedModel, HeadKind
 from heads.kinds.knn import KnnKind
 from heads.kinds.linear_svm import LinearSvmKind
@@ -76,14 +76,14 @@ def get_kind(name: str, task: Task | None = None) -> HeadKind:
     name = name or DEFAULT_KIND
     kind = _REGISTRY.get(name)
     if kind is None and name in _UNAVAILABLE:
-        raise InvalidParams("kind", f"kind {name!r} {_UNAVAILABLE[name]}")
+        raise InvalidParams("kind", f"kind {shown(name)} {_UNAVAILABLE[name]}")
     if kind is None:
-        raise InvalidParams("kind", f"unknown kind {name!r}; known: {', '.join(available_kinds())}")
+        raise InvalidParams("kind", f"unknown kind {shown(name)}; known: {', '.join(available_kinds())}")
     if task is not None and task not in kind.tasks:
         supporting = sorted(k.name for k in _REGISTRY.values() if task in k.tasks)
         raise InvalidParams(
             "kind",
-            f"kind {name!r} does not do {task.value}; kinds that do: {', '.join(supporting)}",
+            f"kind {shown(name)} does not do {task.value}; kinds that do: {', '.join(supporting)}",
         )
     return kind
 

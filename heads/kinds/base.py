@@ -18,7 +18,11 @@ import numpy as np
 import onnx
 
 from heads.params import ParamSpec, ParamValue
+from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
+
+#: `HeadKind.cost` of a kind that has no model of its own: a linear model's few hundred passes.
+DEFAULT_PASSES = 300
 
 
 class FittedModel(Protocol):
@@ -62,6 +66,17 @@ class HeadKind(ABC):
     description: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
     params: ClassVar[Mapping[str, ParamSpec]]
+    #: Parameters that raise `cost`, named when a request is refused for its cost.
+    cost_params: ClassVar[tuple[str, ...]] = ()
+
+    def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
+        """Estimated operations of one `heads.train_head` run (see `heads.budget`).
+
+        The default suits a linear model: a few hundred passes over the examples for the fit
+        and as many for the refit. Kinds with a better model override it.
+        """
+        rows = shape.n_train + (shape.n_examples if shape.refits else 0)
+        return float(DEFAULT_PASSES * rows * shape.dim * shape.outputs)
 
     @abstractmethod
     def fit(

@@ -11,6 +11,7 @@ from sklearn.metrics import pairwise_distances
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.knn_onnx import TIE_SCALE, build_knn_graph
 from heads.params import ChoiceParam, IntParam, ParamSpec, ParamValue
+from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
 
@@ -75,6 +76,12 @@ class KnnKind(HeadKind):
             "neighbour weighting", default="uniform", choices=("uniform", "distance")
         ),
     }
+
+    def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
+        """Distances (queries x examples x dim): evaluating, then verifying the export twice
+        (model and ONNX graph) on the validation part, or on the training part without one."""
+        queries = shape.n_validation or shape.n_train
+        return float(3 * queries * shape.n_examples * shape.dim)
 
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]

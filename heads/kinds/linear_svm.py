@@ -11,8 +11,9 @@ from sklearn.svm import LinearSVC
 
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.sklearn_model import SklearnClassifier, fit_quietly
-from heads.kinds.tuning import RareAwareKFold, tune_c
+from heads.kinds.tuning import RareAwareKFold, linear_fit_rows, tune_c
 from heads.params import ChoiceParam, FloatParam, ParamSpec, ParamValue
+from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
 #: Stops at 10: beyond, liblinear needs many iterations and linear SVMs rarely gain.
@@ -20,6 +21,8 @@ C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 DEFAULT_C = 1.0
 CALIBRATION_FOLDS = 3
 SEED = 0
+#: Cost model: liblinear's coordinate-descent passes over the examples, typically.
+PASSES = 100
 
 
 class LinearSvmKind(HeadKind):
@@ -41,6 +44,14 @@ class LinearSvmKind(HeadKind):
             "weighting of classes", default="none", choices=("none", "balanced")
         ),
     }
+
+    def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
+        """Passes (rows x dim x outputs) of the C search and the calibrated fit and refit."""
+        # Calibration trains on (k-1)/k of the rows k times: k-1 rows' worth of fitting.
+        rows = linear_fit_rows(
+            shape, len(C_GRID) if params["C"] is None else 0, CALIBRATION_FOLDS - 1
+        )
+        return float(PASSES * rows * shape.dim * shape.outputs)
 
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]

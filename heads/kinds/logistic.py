@@ -10,13 +10,16 @@ from sklearn.multiclass import OneVsRestClassifier
 
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.sklearn_model import SklearnClassifier, fit_quietly
-from heads.kinds.tuning import tune_c
+from heads.kinds.tuning import linear_fit_rows, tune_c
 from heads.params import ChoiceParam, FloatParam, IntParam, ParamSpec, ParamValue
+from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
 #: Sentence embeddings are unit vectors, whose best C is often well above 1: the grid reaches far.
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_C = 1.0  # sklearn's, used when the data is too small to tune on
+#: Cost model: lbfgs on embeddings typically converges within a tenth of ``max_iter``.
+ITERATION_SHARE = 0.1
 
 
 class LogisticRegressionKind(HeadKind):
@@ -36,6 +39,14 @@ class LogisticRegressionKind(HeadKind):
             "weighting of classes", default="none", choices=("none", "balanced")
         ),
     }
+
+    cost_params = ("max_iter",)
+
+    def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
+        """Gradient passes (rows x dim x outputs) of the C search, the fit and the refit."""
+        iterations = ITERATION_SHARE * int(params["max_iter"])  # type: ignore[arg-type]
+        rows = linear_fit_rows(shape, len(C_GRID) if params["C"] is None else 0)
+        return float(iterations * rows * shape.dim * shape.outputs)
 
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]

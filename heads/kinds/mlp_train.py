@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
 from heads.kinds.mlp import MIN_IMPROVEMENT, MlpProblem, MlpSettings
+from heads.stopping import checkpoint
 from heads.targets import Task
 
 _lock = threading.Lock()
@@ -127,6 +128,8 @@ class _Run:
         """One pass over the rows in a seeded random order, with dropout."""
         order = torch.randperm(len(self.x), generator=self.generator)
         for start in range(0, len(order), self.batch_size):
+            # A stop check every step: under a microsecond, against a step's 0.1-15 ms.
+            checkpoint()
             batch = order[start : start + self.batch_size]
             h = self.net.hidden(self.x[batch])
             if self.dropout > 0:

@@ -10,6 +10,7 @@ from sklearn.linear_model import Ridge, RidgeCV
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.sklearn_model import SklearnRegressor, fit_quietly
 from heads.params import FloatParam, ParamSpec, ParamValue
+from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
 ALPHA_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -29,6 +30,14 @@ class RidgeKind(HeadKind):
             "regularisation strength; tuned by cross-validation if unset", gt=0.0, tunable=True
         ),
     }
+
+    def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
+        """Closed-form fits (rows x dim^2 + dim^3): the leave-one-out search and the fit, twice
+        with the refit."""
+        d = shape.dim
+        fits = [shape.n_train] + ([shape.n_examples] if shape.refits else [])
+        per = 2 if params["alpha"] is None else 1
+        return float(sum(per * (rows * d * d + d**3) for rows in fits))
 
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]

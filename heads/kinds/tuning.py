@@ -17,6 +17,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from heads.kinds.sklearn_model import quiet_fit
+from heads.shape import ProblemShape
+from heads.stopping import checkpoint
 
 CV_SEED = 7
 MIN_FOLDS = 3
@@ -73,6 +75,7 @@ def cv_accuracy(
         for train, test in splitter.split(x, y):
             estimator = make()
             for i, value in enumerate(grid):
+                checkpoint()  # between candidates: a cancelled job stops within one fit
                 estimator.set_params(**{name: value})
                 estimator.fit(x[train], y[train])
                 scores[i] += estimator.score(x[test], y[test])
@@ -146,7 +149,19 @@ class RareAwareKFold:
             return
         splitter = StratifiedKFold(n_splits=self.k, shuffle=True, random_state=self.seed)
         for train, test in splitter.split(common, y[common]):
+            checkpoint()  # between calibration folds (sklearn runs them from this generator)
             yield (
                 np.sort(np.concatenate([common[train], rare])),
                 np.sort(np.concatenate([common[test], rare])),
             )
+
+
+def linear_fit_rows(shape: ProblemShape, grid: int, per_fit: float = 1.0) -> float:
+    """Rows a linear kind fits on in one run: the k-fold search over ``grid`` values (each fold
+    trains on (k-1)/k of the training part), the fit, and the refit; ``per_fit`` scales the last
+    two (e.g. calibration folds). Pessimistic: the search is counted even when the classes turn
+    out too small to fold."""
+    folds = 5 if shape.n_train < FIVE_FOLDS_BELOW else 3
+    search = grid * (folds - 1) * shape.n_train
+    fits = shape.n_train + (shape.n_examples if shape.refits else 0)
+    return float(search + per_fit * fits)

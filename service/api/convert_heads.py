@@ -10,6 +10,7 @@ from heads import HeadCard, Prediction
 from service.jobs.model import JobSnapshot, JobState, Target
 from service.jobs.validation import ConflictingTargets, MissingTarget
 from service.predictor import PredictResult
+from service.store.registry import StoredHead
 from transferd.v1 import heads_pb2
 
 _STATE_TO_PB = {
@@ -53,11 +54,14 @@ def job_to_pb(job: JobSnapshot) -> heads_pb2.Job:
 
 
 def head_to_pb(card: HeadCard) -> heads_pb2.Head:
+    # The registry lists StoredHeads, which carry the damage mark kept beside the card.
+    damage = card.damage if isinstance(card, StoredHead) else None
     return heads_pb2.Head(
         name=card.name, version=card.version, backbone=card.backbone,
         backbone_fingerprint=card.backbone_fingerprint, kind=card.kind, task=str(card.task),
         labels=card.labels, metrics=card.metrics, num_examples=card.num_examples,
         params=card.params, created_at=_timestamp(card.created_at),
+        damaged=damage is not None, health=damage or "",
     )  # fmt: skip
 
 

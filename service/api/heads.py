@@ -63,6 +63,7 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
             params=dict(request.params),
             validation_fraction=fraction,
             max_examples=self._max_examples,
+            limits=self._jobs.training_limits,
         )
 
     async def GetJob(

@@ -43,6 +43,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     heads.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
+MAX_MESSAGE_CHARS = 1000
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 
@@ -50,7 +51,11 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and client-facing message for an exception raised by a handler."""
     for kind in type(error).__mro__:
         if kind in STATUS_OF:
-            return STATUS_OF[kind], str(error)
+            message = str(error)
+            # Values are cut where messages are made; this is the net under every one of them.
+            if len(message) > MAX_MESSAGE_CHARS:
+                message = f"{message[:MAX_MESSAGE_CHARS]}…"
+            return STATUS_OF[kind], message
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 

@@ -1,141 +1,299 @@
-"""Micro-batching: concurrent requests share backbone inference calls.
+"""The fair batcher: concurrent requests of many tenants share a backbone's calls, in turn.
 
-A queue created on the running loop, one future per request, a size and a time limit, errors
-delivered to every waiter, cancelled requests dropped before the batch is built (the pattern of
-MLServer's adaptive batcher and TEI's queue). Overload is refused at once, never queued unboundedly.
+Each request is cut into groups when it is queued (the runtime's planner: texts sorted by length
+and cut by `plan_batches`, so a large request pads as little as it did alone) and the groups wait
+in their tenant's queue. A small request is planned together with its tenant's groups still queued
+(up to `coalesce_items` items in all), so a tenant's concurrent small requests pad as little as
+one request would. Calls are built from the tenants in turn
+(`FairQueue`, deficit round robin): a tenant's large request runs as several calls, and another
+tenant's small request waits for about the call in flight plus its own. Groups share a call when
+the runtime allows it (`fits`).
+
+Work nobody waits for is never computed: a request whose caller was cancelled leaves the queues at
+once, and one whose deadline passed is dropped when it is reached, its remaining groups too.
+Errors of a call reach every request in it; the batcher lives on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-
-import numpy as np
+from typing import Any, Generic, TypeVar
 
 from service import metrics
-from service.errors import ResourceExhausted
+from service.backbones.fair_queue import Entry, FairQueue
+from service.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+Plan = Callable[[list[Any]], list[list[int]]]
+Cost = Callable[[list[Any]], float]
+Fits = Callable[[list[Any], list[Any]], bool]
+
+# Requests larger than this are planned off the event loop (the planner is Python).
+PLAN_ON_LOOP_ITEMS = 256
 
 
-@dataclass
-class _Request(Generic[Item]):
-    items: list[Item]
-    future: asyncio.Future[np.ndarray] = field(repr=False)
+@dataclass(frozen=True)
+class CallPolicy:
+    """How a backbone's work is cut into calls, whatever runtime runs them."""
+
+    plan: Plan  # a request's items -> groups of indices, each fit for one call
+    cost: Cost  # what a group costs (padded tokens, images)
+    fits: Fits  # whether a group may join a call that holds some items already
+    quantum: float  # the cost of one full call
 
 
-class MicroBatcher(Generic[Item]):
-    """Collects the items of concurrent requests and hands them to `run` in rounds.
+@dataclass(eq=False)
+class _Request:
+    tenant: str
+    items: list[Any]
+    deadline: float | None
+    future: asyncio.Future[list[Any]] = field(repr=False)
+    results: list[Any] = field(repr=False)
+    pending: int = 0  # groups holding some of its items, not yet computed
+
+    def alive(self, now: float) -> bool:
+        return not self.future.done() and (self.deadline is None or now < self.deadline)
+
+
+@dataclass(frozen=True, eq=False)
+class _Group:
+    parts: list[tuple[_Request, int]]  # (request, index of the item in it)
+
+    def items(self) -> list[Any]:
+        return [request.items[index] for request, index in self.parts]
+
+    def requests(self) -> list[_Request]:
+        return list(dict.fromkeys(request for request, _ in self.parts))
+
+
+def _alive_at(now: float) -> Callable[[_Group], bool]:
+    return lambda group: any(request.alive(now) for request in group.requests())
+
+
+def _all_done(group: _Group) -> bool:
+    return all(request.future.done() for request in group.requests())
+
+
+class FairBatcher(Generic[Item, Result]):
+    """Feeds one backbone's runtime (or the image decoders) from per-tenant queues, in turn.
 
     Args:
         name: Backbone name (metrics label).
-        run: Embeds a list of items, returning one row per item in the same order; it does its
-            own splitting into inference calls. Awaited once per round, one round at a time.
-        max_round_items: Most items collected into one round.
-        max_wait_s: How long an idle batcher waits for more requests after the first one.
-        max_queued_items: Items that may wait; beyond it `submit` raises ResourceExhausted.
+        run: Computes one call: items in, one result per item out (a row, a decoded image).
+        plan: Cuts a request's items into groups (lists of indices), each fit for one call.
+        cost: What a group costs the runtime, in the unit of `quantum`.
+        fits: Whether a group may join a call holding `call` items (False: one group a call).
+        quantum: The cost of one full call (each tenant's credit per turn).
+        max_in_flight: Calls running at once (1 for ONNX Runtime; more for Triton, which
+            batches concurrent calls itself; the pool size for decoders).
+        max_wait_s: How long an idle batcher waits for more work before the first call.
+        fill_items: Items that end that wait early (a full call).
+        coalesce_items: Most items of a tenant's queued requests planned together (0: each
+            request alone, as on Triton, whose own batcher merges requests).
+        depth_gauge: Whether this batcher reports the backbone's queue depth.
     """
 
     def __init__(
         self,
         name: str,
-        run: Callable[[list[Item]], Awaitable[np.ndarray]],
-        max_round_items: int,
-        max_wait_s: float,
-        max_queued_items: int,
+        run: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        plan: Plan,
+        cost: Cost,
+        fits: Fits,
+        quantum: float,
+        max_in_flight: int = 1,
+        max_wait_s: float = 0.0,
+        fill_items: int = 1,
+        coalesce_items: int = 0,
+        depth_gauge: bool = True,
     ) -> None:
         self._name = name
         self._run = run
-        self._max_round_items = max_round_items
+        self._plan = plan
+        self._cost = cost
+        self._fits = fits
+        self._queue: FairQueue[_Group] = FairQueue(quantum)
+        self._max_in_flight = max_in_flight
         self._max_wait_s = max_wait_s
-        self._max_queued_items = max_queued_items
-        self._queue: asyncio.Queue[_Request[Item]] | None = None
-        self._queued_items = 0
+        self._fill_items = fill_items
+        self._coalesce_items = min(coalesce_items, PLAN_ON_LOOP_ITEMS)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._depth = metrics.QUEUE_DEPTH.labels(backbone=name)
+        self._depth = metrics.QUEUE_DEPTH.labels(backbone=name) if depth_gauge else None
+        self._dropped = metrics.DROPPED_INPUTS.labels(backbone=name)
 
     def start(self) -> None:
-        """Starts the batching loop on the running event loop."""
-        self._queue = asyncio.Queue()
+        """Starts the dispatch loop on the running event loop."""
+        self._wakeup = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._loop(), name=f"batcher-{self._name}"
         )
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stops dispatching; calls in flight are cancelled, queued requests fail."""
+        tasks = [t for t in (self._task, *self._in_flight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        while self._queue:
+            call, dropped = self._queue.pop_call(lambda call, entry: True, lambda work: True)
+            for entry in (*call, *dropped):
+                for request in entry.work.requests():
+                    if not request.future.done():
+                        request.future.set_exception(
+                            Unavailable(f"backbone '{self._name}' is shutting down")
+                        )
 
-    async def submit(self, items: list[Item]) -> np.ndarray:
-        """Queues one request's items and waits for their embeddings (one row per item).
+    async def submit(
+        self, tenant: str, items: list[Item], deadline: float | None = None
+    ) -> list[Result]:
+        """Queues one request's items for `tenant` and waits for one result per item, in order.
+
+        Args:
+            tenant: Whose queue the work waits in.
+            items: The request's items (preprocessed).
+            deadline: When the caller gives up, on the loop's clock; then the work not yet
+                started is dropped and the request fails.
 
         Raises:
-            ResourceExhausted: too many items are already waiting.
+            Unavailable: the deadline passed first, or the batcher is shutting down.
         """
-        if self._queue is None:
+        if self._wakeup is None:
             raise RuntimeError("batcher not started")
-        if self._queued_items + len(items) > self._max_queued_items:
-            raise ResourceExhausted(
-                f"backbone '{self._name}' is overloaded ({self._queued_items} inputs waiting); retry later"
-            )
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queued_items += len(items)
-        self._depth.set(self._queued_items)
-        self._queue.put_nowait(_Request(items, future))
+        loop = asyncio.get_running_loop()
+        request = _Request(tenant, items, deadline, loop.create_future(), [None] * len(items))
+        if len(items) > PLAN_ON_LOOP_ITEMS:
+            # Planning a large request is a dynamic programme in Python: off the event loop.
+            plan = await asyncio.to_thread(self._plan, items)
+            self._queue_groups(tenant, [(request, i) for i in range(len(items))], plan)
+        else:
+            self._queue_small(tenant, request)
+        self._show_depth()
+        self._wakeup.set()
         try:
-            return await future
+            return await request.future
         finally:
-            if not future.done():  # the caller was cancelled while waiting
-                future.cancel()
+            if not request.future.done():
+                request.future.cancel()  # the caller went away: nobody wants the rest
+            if request.pending:
+                removed = self._queue.discard(tenant, _all_done)
+                self._dropped.inc(removed)
+                self._show_depth()
 
-    async def _collect(self) -> list[_Request[Item]]:
-        """One round: the first request, then whatever joins within the size and time limits."""
-        assert self._queue is not None
-        round_ = [await self._queue.get()]
-        size = len(round_[0].items)
-        deadline = asyncio.get_running_loop().time() + self._max_wait_s
-        while size < self._max_round_items:
-            if self._queue.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                request = self._queue.get_nowait()
-            round_.append(request)
-            size += len(request.items)
-        return round_
+    def _queue_small(self, tenant: str, request: _Request) -> None:
+        """Plans a request with its tenant's queued groups when they fit together."""
+        parts = [(request, index) for index in range(len(request.items))]
+        queued = self._queue.entries(tenant) if self._coalesce_items else []
+        waiting = [
+            part for entry in queued for part in entry.work.parts if not part[0].future.done()
+        ]
+        if not queued or len(waiting) + len(parts) > self._coalesce_items:
+            self._queue_groups(tenant, parts, self._plan(request.items))
+            return
+        for entry in queued:
+            for owner in entry.work.requests():
+                owner.pending -= 1
+        parts = waiting + parts
+        self._queue_groups(tenant, parts, self._plan([r.items[i] for r, i in parts]))
+        # The joint plan replaces the old groups; queued first, so the tenant keeps its turn.
+        replaced = {id(entry.work) for entry in queued}
+        self._queue.discard(tenant, lambda group: id(group) in replaced)
+
+    def _queue_groups(
+        self, tenant: str, parts: list[tuple[_Request, int]], plan: list[list[int]]
+    ) -> None:
+        for indices in plan:
+            if not indices:
+                continue
+            group = _Group([parts[i] for i in indices])
+            for request in group.requests():
+                request.pending += 1
+            self._queue.push(Entry(tenant, self._cost(group.items()), len(indices), group))
 
     async def _loop(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
-            round_ = await self._collect()
-            taken = sum(len(r.items) for r in round_)
-            self._queued_items -= taken
-            self._depth.set(self._queued_items)
-            # Requests whose callers went away are dropped before any work is done for them.
-            live = [r for r in round_ if not r.future.done()]
-            if not live:
-                continue
-            items = [item for r in live for item in r.items]
+            idle = not self._queue and not self._in_flight
+            while not self._queue or len(self._in_flight) >= self._max_in_flight:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if idle and not self._in_flight and self._max_wait_s > 0:
+                # Only after idling: under load, work gathers while the call in flight runs.
+                await self._fill(loop)
+            call, dropped = self._queue.pop_call(self._entry_fits, _alive_at(loop.time()))
+            self._drop(dropped)
+            self._show_depth()
+            if call:
+                task = loop.create_task(self._run_call([entry.work for entry in call]))
+                self._in_flight.add(task)
+                task.add_done_callback(self._call_done)
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An idle batcher waits a moment for more requests to share the first call."""
+        assert self._wakeup is not None
+        deadline = loop.time() + self._max_wait_s
+        while self._queue.items < self._fill_items:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
             try:
-                rows = await self._run(items)
-            except Exception as error:  # delivered to every waiter of the round
-                for request in live:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _entry_fits(self, call: list[Entry[_Group]], entry: Entry[_Group]) -> bool:
+        items = [item for taken in call for item in taken.work.items()]
+        return self._fits(items, entry.work.items())
+
+    def _drop(self, dropped: list[Entry[_Group]]) -> None:
+        """Dropped groups: their requests were cancelled or are past their deadline."""
+        for entry in dropped:
+            self._dropped.inc(entry.size)
+            for request in entry.work.requests():
+                if not request.future.done():  # not cancelled, so its deadline passed
+                    request.future.set_exception(
+                        Unavailable(
+                            f"the request's deadline passed before backbone '{self._name}' "
+                            "reached it"
+                        )
+                    )
+
+    async def _run_call(self, groups: list[_Group]) -> None:
+        items = [item for group in groups for item in group.items()]
+        try:
+            results = await self._run(items)
+        except Exception as error:  # delivered to every request of the call
+            for group in groups:
+                for request in group.requests():
                     if not request.future.done():
                         request.future.set_exception(error)
-                continue
-            start = 0
-            for request in live:
-                end = start + len(request.items)
-                if not request.future.done():
-                    request.future.set_result(rows[start:end])
-                start = end
+            return
+        start = 0
+        for group in groups:
+            for (request, index), result in zip(group.parts, results[start:], strict=False):
+                request.results[index] = result
+            start += len(group.parts)
+            for request in group.requests():
+                request.pending -= 1
+                if request.pending == 0 and not request.future.done():
+                    request.future.set_result(request.results)
+
+    def _call_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _show_depth(self) -> None:
+        if self._depth is not None:
+            self._depth.set(self._queue.items)

@@ -1,4 +1,4 @@
-"""EmbeddedRuntime: the backbone's ONNX model in-process on ONNX Runtime, micro-batched."""
+"""EmbeddedRuntime: the backbone's ONNX model in-process on ONNX Runtime, fed by the fair batcher."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ import numpy as np
 import onnxruntime as ort
 
 from service import metrics
-from service.backbones.batcher import MicroBatcher
+from service.backbones.batcher import CallPolicy, FairBatcher
 from service.backbones.card import BackboneCard, model_path
 
 log = logging.getLogger(__name__)
 
 Collate = Callable[[list[Any]], dict[str, np.ndarray]]
-PlanBatches = Callable[[list[Any]], list[list[int]]]
 
 
 class BackboneLoadError(RuntimeError):
@@ -54,7 +53,11 @@ def check_session_matches_card(session: ort.InferenceSession, card: BackboneCard
 
 
 class EmbeddedRuntime:
-    """Runs a backbone in this process. Concurrent requests are merged by a MicroBatcher."""
+    """Runs a backbone in this process, one inference call at a time.
+
+    Calls are built by a FairBatcher from the tenants' queues in turn, so a call is never longer
+    than one full batch and another tenant's request gets the next call.
+    """
 
     kind = "embedded"
 
@@ -63,22 +66,30 @@ class EmbeddedRuntime:
         card: BackboneCard,
         folder: Path,
         collate: Collate,
-        plan_batches: PlanBatches,
+        calls: CallPolicy,
         threads: int,
-        max_round_items: int,
         max_wait_s: float,
-        max_queued_items: int,
+        fill_items: int,
     ) -> None:
         self.card = card
         self._folder = folder
         self._collate = collate
-        self._plan_batches = plan_batches
         self._threads = threads
         self._session: ort.InferenceSession | None = None
         # ONNX Runtime parallelises inside one call; calls themselves run one at a time.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{card.name}")
-        self._batcher: MicroBatcher[Any] = MicroBatcher(
-            card.name, self._run_round, max_round_items, max_wait_s, max_queued_items
+        self._batcher: FairBatcher[Any, np.ndarray] = FairBatcher(
+            card.name,
+            self._run_call,
+            plan=calls.plan,
+            cost=calls.cost,
+            fits=calls.fits,
+            quantum=calls.quantum,
+            max_in_flight=1,
+            max_wait_s=max_wait_s,
+            fill_items=fill_items,
+            # A tenant's concurrent requests are planned together, as one round used to be.
+            coalesce_items=4 * fill_items,
         )
         self._batch_size = metrics.BATCH_SIZE.labels(backbone=card.name)
         self._latency = metrics.INFERENCE_LATENCY.labels(backbone=card.name, runtime=self.kind)
@@ -97,24 +108,24 @@ class EmbeddedRuntime:
     def is_ready(self) -> bool:
         return self._session is not None
 
-    async def embed(self, items: list[Any]) -> np.ndarray:
-        return await self._batcher.submit(items)
+    async def embed(
+        self, items: list[Any], tenant: str, deadline: float | None = None
+    ) -> np.ndarray:
+        rows = await self._batcher.submit(tenant, items, deadline)
+        return np.stack(rows).astype(np.float32, copy=False)
 
-    async def _run_round(self, items: list[Any]) -> np.ndarray:
+    async def _run_call(self, items: list[Any]) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, items)
 
     def _infer(self, items: list[Any]) -> np.ndarray:
-        """Splits a round into length-sorted inference calls and reassembles rows in item order."""
+        """One inference call over the items the batcher chose."""
         assert self._session is not None
-        out = np.empty((len(items), self.card.dim), dtype=np.float32)
-        for batch in self._plan_batches(items):
-            feed = self._collate([items[i] for i in batch])
-            started = time.perf_counter()
-            (rows,) = self._session.run([self.card.output_name], feed)
-            self._latency.observe(time.perf_counter() - started)
-            self._batch_size.observe(len(batch))
-            out[batch] = rows
-        return out
+        feed = self._collate(items)
+        started = time.perf_counter()
+        (rows,) = self._session.run([self.card.output_name], feed)
+        self._latency.observe(time.perf_counter() - started)
+        self._batch_size.observe(len(items))
+        return rows
 
     async def close(self) -> None:
         await self._batcher.close()

@@ -1,6 +1,10 @@
 """The Embedder: validated inputs in, embeddings out, for every served backbone.
 
 Protocol-free: the servicers, the training jobs and Predict call it with domain inputs.
+
+The order of work bounds what a request costs before it is paid: cheap checks, then admission
+(the tenant's share of the backbone, in tokens or pixels estimated from the raw inputs), then
+tokenizing (text pool) or decoding (image pool, tenants in turn), then the runtime's fair batcher.
 """
 
 from __future__ import annotations
@@ -8,16 +12,26 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from service import metrics
+from service import metrics, request_context
+from service.backbones.admission import AdmissionGate, calling_tenant, text_tokens_bound
 from service.backbones.card import BackboneCard
 from service.backbones.image import ImagePreprocessor
-from service.backbones.inputs import Input, InputLimits, check_count, check_image, check_text
+from service.backbones.image_decoding import ImageDecoder
+from service.backbones.inputs import (
+    Input,
+    InputLimits,
+    TextInput,
+    check_count,
+    check_image,
+    check_text,
+)
 from service.backbones.runtime import BackboneRuntime
 from service.backbones.text import TextPreprocessor
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, shown
 
 
 @dataclass
@@ -26,8 +40,10 @@ class ServedBackbone:
 
     card: BackboneCard
     runtime: BackboneRuntime
+    admission: AdmissionGate  # the tenants' shares of this backbone
     text: TextPreprocessor | None = None  # text backbones
     image: ImagePreprocessor | None = None  # image backbones
+    decoder: ImageDecoder | None = None  # image backbones: the image pool, tenants in turn
 
 
 @dataclass(frozen=True)
@@ -65,17 +81,26 @@ class Embedder:
             return self._backbones[name]
         except KeyError:
             known = ", ".join(sorted(self._backbones))
-            raise InvalidArgument(field, f"unknown backbone '{name}' (served: {known})") from None
+            raise InvalidArgument(
+                field, f"unknown backbone {shown(name)} (served: {known})"
+            ) from None
 
     async def start(self) -> None:
         """Loads every backbone; returns only when all of them can serve."""
+        for served in self._backbones.values():
+            if served.decoder is not None:
+                served.decoder.start()
         await asyncio.gather(*(b.runtime.start() for b in self._backbones.values()))
 
     def is_ready(self) -> bool:
         return all(b.runtime.is_ready() for b in self._backbones.values())
 
     async def close(self) -> None:
-        await asyncio.gather(*(b.runtime.close() for b in self._backbones.values()))
+        decoders = [b.decoder for b in self._backbones.values() if b.decoder is not None]
+        await asyncio.gather(
+            *(b.runtime.close() for b in self._backbones.values()),
+            *(decoder.close() for decoder in decoders),
+        )
 
     def check_input(self, served: ServedBackbone, item: Input, where: str) -> None:
         """Cheap checks of one input against the backbone's modality and the limits (no decoding).
@@ -94,6 +119,8 @@ class Embedder:
         inputs: list[Input],
         field: str = "inputs",
         wheres: list[str] | None = None,
+        *,
+        tenant: str | None = None,
     ) -> EmbedResult:
         """Embeds `inputs` with `backbone`.
 
@@ -103,37 +130,55 @@ class Embedder:
             field: The request field holding the inputs (for the count error).
             wheres: How errors name each input (default ``field[i]``); callers that embed a
                 part of a request pass the positions in the whole request.
+            tenant: Whose share of the backbone this work counts against (default: the calling
+                tenant; training jobs pass `request_context.TRAINING_TENANT`).
 
         Raises:
             InvalidArgument: unknown backbone, or a bad input (named by index).
-            ResourceExhausted: the backbone's queue is full.
-            Unavailable: the runtime is down.
+            ResourceExhausted: the tenant is over its share of the backbone.
+            Unavailable: the runtime is down, or the request's deadline passed while it waited.
         """
         served = self.get(backbone)
         check_count(inputs, self._limits, field)
         wheres = wheres or [f"{field}[{index}]" for index in range(len(inputs))]
         for item, where in zip(inputs, wheres, strict=True):
             self.check_input(served, item, where)
-        loop = asyncio.get_running_loop()
-        if served.image is not None:
-            decode = served.image.decode
-            # One task per image: decoding runs in parallel, off the event loop (Pillow releases
-            # the GIL while it decodes).
-            items = await asyncio.gather(
-                *(
-                    loop.run_in_executor(
-                        self._preprocess, decode, check_image(item, "", where), where
-                    )
-                    for item, where in zip(inputs, wheres, strict=True)
+        tenant = tenant or calling_tenant()
+        # A training job outlives the RPC that started it: the RPC's deadline is not its own.
+        deadline = (
+            None
+            if tenant == request_context.TRAINING_TENANT
+            else request_context.current_deadline()
+        )
+        with served.admission.admit(tenant, self._cost(served, inputs)):
+            if served.image is not None:
+                assert served.decoder is not None, "an image backbone has a decoder"
+                tasks = []
+                for item, where in zip(inputs, wheres, strict=True):
+                    data = check_image(item, "", where)
+                    tasks.append((data, where, served.image.declared_pixels(data)))
+                items: list[Any] = await served.decoder.decode(tenant, tasks, deadline)
+                truncated = [0] * len(items)
+            else:
+                assert served.text is not None, "a backbone is either text or image"
+                texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
+                loop = asyncio.get_running_loop()
+                tokenized = await loop.run_in_executor(
+                    self._preprocess, served.text.tokenize, texts
                 )
-            )
-            truncated = [0] * len(items)
-        else:
-            assert served.text is not None, "a backbone is either text or image"
-            texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
-            tokenized = await loop.run_in_executor(self._preprocess, served.text.tokenize, texts)
-            truncated = [item.length if item.truncated else 0 for item in tokenized]
-            items = tokenized
-        vectors = await served.runtime.embed(list(items))
+                truncated = [item.length if item.truncated else 0 for item in tokenized]
+                items = tokenized
+            vectors = await served.runtime.embed(items, tenant, deadline)
         metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(items))
         return EmbedResult(served.card, vectors, truncated)
+
+    @staticmethod
+    def _cost(served: ServedBackbone, inputs: list[Input]) -> int:
+        """What the request costs the backbone, from the raw inputs: tokens or declared pixels."""
+        if served.image is not None:
+            image = served.image
+            return sum(image.declared_pixels(check_image(item, "", "")) for item in inputs)
+        length = served.card.max_sequence_length or 1
+        return sum(
+            text_tokens_bound(item.text, length) for item in inputs if isinstance(item, TextInput)
+        )

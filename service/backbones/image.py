@@ -8,7 +8,9 @@ Safety: the encoded size and the magic bytes are checked before Pillow sees the 
 pixel count is checked from the header (`Image.open` parses only the header) before anything is
 decoded, so a small file that declares 30000 × 30000 pixels is refused without allocating them.
 Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling via `draft`) when the reduced
-image is still big enough for the resize.
+image is still big enough for the resize. A progressive JPEG decodes its pixels once per scan, so
+scans are counted (SOS markers, one C-speed pass over the bytes) and capped before decoding: a
+small file of thousands of scans would otherwise cost seconds of CPU.
 
 Decoding is CPU work that releases the GIL inside Pillow: run `ImagePreprocessor.decode` in a
 thread pool, one image per task, and images decode in parallel.
@@ -34,6 +36,17 @@ RESIZE_SHORTER_SIDE_CENTER_CROP = "shorter-side-bicubic-center-crop"
 
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_MAX_JPEG_SCANS = 64
+
+# Start Of Scan. Entropy-coded data stuffs every 0xFF byte with 0x00, so the pair only occurs as
+# a marker (or inside a metadata segment, e.g. an EXIF thumbnail's scans): counting it bounds scans.
+JPEG_SOS = b"\xff\xda"
+# Start Of Frame markers (C0-CF bar DHT C4, JPG C8, DAC CC): they carry the image's dimensions.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field (TEM, RSTn, SOI).
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+# Real JPEGs have a dozen segments before the frame header; past this the size is taken unknown.
+_MAX_HEADER_SEGMENTS = 256
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -115,6 +128,40 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as a PNG's IHDR or a JPEG's frame header declares it, else None.
+
+    Reads only the header, without Pillow: cheap enough for the event loop, where admission
+    needs the cost of a request before anything is decoded.
+    """
+    if data.startswith(PNG_MAGIC):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return None
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    position = 2
+    for _ in range(_MAX_HEADER_SEGMENTS):
+        if position + 4 > len(data) or data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker in _JPEG_STANDALONE:
+            position += 2
+        elif marker in _JPEG_SOF:
+            if position + 9 > len(data):
+                return None
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        elif marker == 0xDA:  # a scan before any frame header: corrupt
+            return None
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
 def image_format(data: bytes) -> str | None:
     """ "PNG" or "JPEG" from the magic bytes, else None."""
     if data.startswith(PNG_MAGIC):
@@ -139,6 +186,7 @@ class ImagePreprocessor:
         resize_policy_name: str = RESIZE_SHORTER_SIDE_CENTER_CROP,
         max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
     ) -> None:
         """
         Args:
@@ -146,16 +194,20 @@ class ImagePreprocessor:
             resize_policy_name: The card's `resize_policy`.
             max_bytes: Largest encoded image accepted.
             max_pixels: Largest width × height accepted, read from the header before decoding.
+            max_jpeg_scans: Most scans (SOS markers) a JPEG may hold.
 
         Raises:
             ValueError: an unknown policy or a non-positive size or limit.
         """
-        if image_size <= 0 or max_bytes <= 0 or max_pixels <= 0:
-            raise ValueError("image_size, max_bytes and max_pixels must be positive")
+        if image_size <= 0 or max_bytes <= 0 or max_pixels <= 0 or max_jpeg_scans <= 0:
+            raise ValueError(
+                "image_size, max_bytes, max_pixels and max_jpeg_scans must be positive"
+            )
         self.image_size = image_size
         self.resize_policy_name = resize_policy_name
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.max_jpeg_scans = max_jpeg_scans
         self._resize = resize_policy(resize_policy_name)
         # Pillow's own bomb guard stays on as a second line of defence (it raises at twice
         # MAX_IMAGE_PIXELS inside Image.open); it must never refuse or warn about an image
@@ -164,7 +216,8 @@ class ImagePreprocessor:
             Image.MAX_IMAGE_PIXELS = max_pixels
 
     def check(self, data: bytes, where: str) -> None:
-        """The cheap checks, without decoding: not empty, within the byte limit, PNG or JPEG magic.
+        """The cheap checks, without decoding: not empty, within the byte limit, PNG or JPEG magic,
+        a JPEG's scans within their limit (the pixel limit is checked by `decode`, from the header).
 
         Call it on every input of a request before queueing any decoding, so that a bad input
         fails the request at once.
@@ -177,8 +230,25 @@ class ImagePreprocessor:
             raise InvalidArgument(field, "must not be empty")
         if len(data) > self.max_bytes:
             raise InvalidArgument(field, f"{len(data)} bytes exceed the limit of {self.max_bytes}")
-        if image_format(data) is None:
+        kind = image_format(data)
+        if kind is None:
             raise InvalidArgument(field, "not a PNG or JPEG image")
+        if kind == "JPEG":
+            scans = data.count(JPEG_SOS)
+            if scans > self.max_jpeg_scans:
+                raise InvalidArgument(
+                    field,
+                    f"JPEG with {scans} scans exceeds the limit of {self.max_jpeg_scans} "
+                    "(progressive JPEGs normally have about 10)",
+                )
+
+    def declared_pixels(self, data: bytes) -> int:
+        """The pixels the header declares, the admission cost of decoding it; the pixel limit
+        when the header cannot be read cheaply (Pillow then reads it, and checks it)."""
+        size = declared_size(data)
+        if size is None:
+            return self.max_pixels
+        return max(1, min(size[0] * size[1], self.max_pixels))
 
     def decode(self, data: bytes, where: str) -> np.ndarray:
         """Decodes, orients (EXIF), converts to RGB and resizes one image.

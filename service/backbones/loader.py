@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service.backbones.admission import AdmissionGate
+from service.backbones.batcher import CallPolicy
 from service.backbones.card import BackboneCard
 from service.backbones.embedded import BackboneLoadError, EmbeddedRuntime
 from service.backbones.embedder import ServedBackbone
 from service.backbones.image import ImagePreprocessor, collate_images, plan_image_batches
+from service.backbones.image_decoding import ImageDecoder
 from service.backbones.repository import load_cards
 from service.backbones.runtime import BackboneRuntime
-from service.backbones.text import TextPreprocessor, collate_text, plan_batches
+from service.backbones.text import TextPreprocessor, collate_text, text_call_policy
 from service.config import RuntimeKind, Settings
-
-Plan = Callable[[list[Any]], list[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -28,39 +31,66 @@ class _Modality:
     text: TextPreprocessor | None
     image: ImagePreprocessor | None
     collate: Callable[[list[Any]], dict[str, np.ndarray]]
-    plan: Plan  # embedded runtime: items of one round → inference calls
+    calls: CallPolicy  # embedded runtime: requests → inference calls, tenants in turn
+    admission: AdmissionGate
 
 
 def _modality(settings: Settings, card: BackboneCard, folder: Path) -> _Modality:
+    size, tokens = settings.max_batch_size, settings.max_batch_tokens
     if card.modality == "text":
         assert card.tokenizer_file and card.max_sequence_length
         text = TextPreprocessor(folder / card.tokenizer_file, card.max_sequence_length)
-
-        def plan_texts(items: list[Any]) -> list[list[int]]:
-            lengths = [item.length for item in items]
-            return plan_batches(lengths, settings.max_batch_size, settings.max_batch_tokens)
-
-        return _Modality(text, None, collate_text, plan_texts)
+        capacity = settings.max_queued_inputs * card.max_sequence_length
+        gate = AdmissionGate(card.name, capacity, "tokens")
+        return _Modality(text, None, collate_text, text_call_policy(size, tokens), gate)
     if card.modality == "image":
         assert card.image_size and card.resize_policy
         image = ImagePreprocessor(
-            card.image_size, card.resize_policy, settings.max_image_bytes, settings.max_image_pixels
+            card.image_size,
+            card.resize_policy,
+            settings.max_image_bytes,
+            settings.max_image_pixels,
+            settings.max_jpeg_scans,
         )
-
-        def plan_images(items: list[Any]) -> list[list[int]]:
-            return plan_image_batches(len(items), settings.max_batch_size)
-
-        return _Modality(None, image, collate_images, plan_images)
+        calls = CallPolicy(
+            lambda items: plan_image_batches(len(items), size),
+            len,
+            lambda call, group: len(call) + len(group) <= size,
+            float(size),
+        )
+        gate = AdmissionGate(card.name, settings.max_queued_pixels, "pixels")
+        return _Modality(None, image, collate_images, calls, gate)
     raise NotImplementedError(f"{card.name}: modality '{card.modality}' is not supported")
 
 
+def image_decode_threads(settings: Settings) -> int:
+    """The image decoding pool's size: the setting, or half the cores (at least 1)."""
+    return settings.image_decode_threads or max(1, (os.cpu_count() or 1) // 2)
+
+
 def build_backbones(settings: Settings) -> dict[str, ServedBackbone]:
-    """One ServedBackbone per exported folder, on the runtime the settings choose."""
+    """One ServedBackbone per exported folder, on the runtime the settings choose.
+
+    Image backbones share one decoding pool, apart from the text tokenizers' pool.
+    """
     served: dict[str, ServedBackbone] = {}
+    pool: ThreadPoolExecutor | None = None
+    threads = image_decode_threads(settings)
     for name, (card, folder) in load_cards(settings.model_repo).items():
         modality = _modality(settings, card, folder)
         runtime = _runtime(settings, card, folder, modality)
-        served[name] = ServedBackbone(card, runtime, text=modality.text, image=modality.image)
+        decoder = None
+        if modality.image is not None:
+            pool = pool or ThreadPoolExecutor(threads, thread_name_prefix="image-decode")
+            decoder = ImageDecoder(name, modality.image, pool, threads)
+        served[name] = ServedBackbone(
+            card,
+            runtime,
+            modality.admission,
+            text=modality.text,
+            image=modality.image,
+            decoder=decoder,
+        )
     return served
 
 
@@ -73,12 +103,10 @@ def _runtime(
         card,
         folder,
         collate=modality.collate,
-        plan_batches=modality.plan,
+        calls=modality.calls,
         threads=settings.effective_threads(settings.inference_threads),
-        # A round may hold several requests; plan_batches cuts it into inference calls.
-        max_round_items=max(settings.max_batch_size * 4, settings.max_inputs_per_request),
         max_wait_s=settings.batch_wait_ms / 1000,
-        max_queued_items=settings.max_queued_inputs,
+        fill_items=settings.max_batch_size,
     )
 
 
@@ -88,7 +116,11 @@ def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
     try:
         # tritonclient is the `triton` extra: an embedded-only install does not need it.
         from service.backbones.triton import ModelContract, TritonOptions, TritonRuntime
-        from service.backbones.triton_batches import collate_text_bucketed, text_call_planner
+        from service.backbones.triton_batches import (
+            bucket_length,
+            collate_text_bucketed,
+            text_call_planner,
+        )
     except ImportError as error:
         raise BackboneLoadError(
             f"runtime=triton needs the triton extra (pip install 'transferd[triton]'): {error}"
@@ -100,7 +132,7 @@ def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
         retry_backoff_s=settings.triton_retry_backoff_s,
         probe_interval_s=settings.triton_probe_interval_s,
         startup_timeout_s=settings.triton_startup_timeout_s,
-        max_in_flight_items=settings.max_queued_inputs,
+        max_calls_in_flight=settings.triton_max_calls_in_flight,
     )
     runtime: TritonRuntime
     if card.modality == "image":
@@ -114,9 +146,16 @@ def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
             collate=collate_images,
             plan_calls=lambda items: plan_image_batches(len(items), runtime.max_batch_size),
             options=options,
+            quantum=float(settings.max_batch_size),
         )
         return runtime
     assert card.max_sequence_length
+    max_length = card.max_sequence_length
+
+    def bucketed_tokens(items: list[Any]) -> float:
+        """A Triton text call's cost: padded to the bucket of its longest text."""
+        return float(len(items) * bucket_length(max(i.length for i in items), max_length))
+
     contract = ModelContract(
         input_dtypes={name: np.dtype(np.int64) for name in card.input_names},
         input_dims={name: [-1] for name in card.input_names},
@@ -128,5 +167,7 @@ def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
         # Reads the model's max_batch_size when called: Triton reports it at start-up.
         plan_calls=text_call_planner(card.max_sequence_length, lambda: runtime.max_batch_size),
         options=options,
+        cost=bucketed_tokens,
+        quantum=float(settings.max_batch_size * max_length),
     )
     return runtime

@@ -1,4 +1,7 @@
-"""Keeps gRPC health in step with the backbones' readiness after start-up.
+"""Keeps gRPC health in step with the server's readiness after start-up.
+
+Readiness is whatever the server combines (`Server._ready`): every backbone can serve, and the
+database file is still the one opened at start-up (see `service.store.database`).
 
 An embedded backbone is ready from load to close, but a backbone on Triton becomes unready while
 Triton is unreachable and ready again when it returns (TritonRuntime's own probe tracks that).
@@ -22,7 +25,7 @@ from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger(__name__)
 
-# Reading readiness is a local flag read; 4 times a second keeps health within a probe period.
+# Readiness is a flag read and one os.stat; 4 times a second keeps health within a probe period.
 POLL_INTERVAL_S = 0.25
 # The health service name of liveness (deploy/gateway.yaml's livenessProbe asks for it).
 LIVENESS_SERVICE = "liveness"
@@ -34,7 +37,8 @@ class HealthFollower:
     """Sets health SERVING or NOT_SERVING whenever `is_ready()` changes, until stopped.
 
     Args:
-        is_ready: Whether every backbone can serve now (e.g. `Embedder.is_ready`).
+        is_ready: Whether the server can serve now (backbones ready, database intact); cheap,
+            it is read 4 times a second.
         set_health: Sets the server's health status (of the server and each service).
         servicer: The health servicer, which also answers for LIVENESS_SERVICE once started.
         interval_s: How often `is_ready` is read.
@@ -68,9 +72,11 @@ class HealthFollower:
                 continue
             serving = ready
             if ready:
-                log.info("every backbone is ready again: health SERVING")
+                log.info("ready again: health SERVING")
             else:
-                log.warning("a backbone cannot serve: health NOT_SERVING")
+                log.warning(
+                    "not ready (a backbone or the database cannot serve): health NOT_SERVING"
+                )
             await self._set_health(
                 health_pb2.HealthCheckResponse.SERVING
                 if ready

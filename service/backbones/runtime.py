@@ -21,8 +21,14 @@ class BackboneRuntime(Protocol):
     def is_ready(self) -> bool:
         """Whether embed() can be expected to work now (feeds gRPC health)."""
 
-    async def embed(self, items: list[Any]) -> np.ndarray:
-        """Embeds preprocessed items; raises Unavailable when the backend is down."""
+    async def embed(
+        self, items: list[Any], tenant: str, deadline: float | None = None
+    ) -> np.ndarray:
+        """Embeds preprocessed items in `tenant`'s turn of the backbone's fair batcher.
+
+        `deadline` (loop clock) drops the work not yet started once it passes. Raises
+        Unavailable when the backend is down or the deadline passed.
+        """
 
     async def close(self) -> None:
         """Releases the model and stops background work."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from service.backbones.batcher import CallPolicy
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,29 @@ def plan_batches(lengths: list[int], max_batch_size: int, max_batch_tokens: int)
         batches.append(order[cut[end] : end])
         end = cut[end]
     return batches[::-1]
+
+
+def text_call_policy(max_batch_size: int, max_batch_tokens: int) -> CallPolicy:
+    """How the fair batcher cuts texts into embedded inference calls.
+
+    Each request is sorted by length and cut by `plan_batches` as if it ran alone (a large request
+    pads as little as ever); a call costs its padded tokens; a group joins a call when both stay
+    within the limits and merging pads less than a call of its own costs (the planner's own rule,
+    so that merging never undoes its cuts); a full call (the quantum) is `max_batch_tokens`.
+    """
+
+    def plan(items: list[Any]) -> list[list[int]]:
+        return plan_batches([item.length for item in items], max_batch_size, max_batch_tokens)
+
+    def cost(items: list[Any]) -> float:
+        return float(len(items) * max(item.length for item in items))
+
+    def fits(call: list[Any], group: list[Any]) -> bool:
+        count = len(call) + len(group)
+        call_longest = max(item.length for item in call)
+        group_longest = max(item.length for item in group)
+        merged = count * max(call_longest, group_longest)
+        apart = len(call) * call_longest + len(group) * group_longest + CALL_OVERHEAD_TOKENS
+        return count <= max_batch_size and merged <= max_batch_tokens and merged <= apart
+
+    return CallPolicy(plan, cost, fits, float(max_batch_tokens))

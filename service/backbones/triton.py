@@ -1,9 +1,12 @@
 """TritonRuntime: a backbone served by NVIDIA Triton Inference Server, called over gRPC.
 
 Batching is Triton's job here (`dynamic_batching` in config.pbtxt merges the calls of every
-gateway replica), so this runtime has no micro-batcher: each Embed request is cut into calls of
+gateway replica), so the gateway never merges requests: each Embed request is cut into calls of
 at most the model's `max_batch_size`, padded to length buckets so that Triton can merge them
-(see `triton_batches`), and sent at once. The Embedder above it does not know which runtime runs.
+(see `triton_batches`). The calls wait in the fair batcher's per-tenant queues and are sent in
+turn, `max_calls_in_flight` at a time: a tenant's large request cannot fill Triton's queue ahead
+of another tenant's small one, and calls whose request was cancelled or expired are never sent.
+The Embedder above it (and its admission gate) does not know which runtime runs.
 
 Failure handling, so that the gateway rides out a Triton restart without one of its own:
   * start-up waits (bounded) for the model to be ready, then checks its metadata against the card;
@@ -28,6 +31,7 @@ import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service import metrics
+from service.backbones.batcher import Cost, FairBatcher
 from service.backbones.card import BackboneCard
 from service.backbones.embedded import BackboneLoadError
 from service.backbones.triton_contract import ModelContract, check_metadata
@@ -57,7 +61,7 @@ class TritonOptions:
     retry_backoff_s: float
     probe_interval_s: float
     startup_timeout_s: float
-    max_in_flight_items: int
+    max_calls_in_flight: int
 
 
 def channel_args() -> list[tuple[str, Any]]:
@@ -77,7 +81,7 @@ def channel_args() -> list[tuple[str, Any]]:
 
 
 class TritonRuntime:
-    """Runs a backbone on Triton. Requests are split, padded to buckets and sent concurrently."""
+    """Runs a backbone on Triton. Requests are split, padded to buckets and sent in turn."""
 
     kind = "triton"
 
@@ -88,22 +92,36 @@ class TritonRuntime:
         collate: Collate,
         plan_calls: PlanCalls,
         options: TritonOptions,
+        cost: Cost = len,
+        quantum: float = 64.0,
     ) -> None:
+        """
+        Args:
+            plan_calls: Cuts a request's items into calls (groups of indices).
+            cost: What one call costs, for the tenants' turns (padded tokens, images).
+            quantum: The cost of one full call.
+        """
         self.card = card
         self._contract = contract
         self._collate = collate
-        self._plan_calls = plan_calls
         self._options = options
         self._client: triton.InferenceServerClient | None = None
         self._max_batch_size = 0
         self._ready = False
         self._mismatch = ""  # the last metadata mismatch logged, so it is logged once
         self._probe: asyncio.Task[None] | None = None
-        self._in_flight = 0
+        self._batcher: FairBatcher[Any, np.ndarray] = FairBatcher(
+            card.name,
+            self._infer,
+            plan=plan_calls,
+            cost=cost,
+            fits=lambda call, group: False,  # Triton merges calls; the gateway never does
+            quantum=quantum,
+            max_in_flight=options.max_calls_in_flight,
+        )
         self._ready_gauge = metrics.BACKBONE_READY.labels(backbone=card.name, runtime=self.kind)
         self._latency = metrics.INFERENCE_LATENCY.labels(backbone=card.name, runtime=self.kind)
         self._batch_size = metrics.BATCH_SIZE.labels(backbone=card.name)
-        self._depth = metrics.QUEUE_DEPTH.labels(backbone=card.name)
 
     @property
     def max_batch_size(self) -> int:
@@ -136,6 +154,7 @@ class TritonRuntime:
             reason = await self._model_unready_reason()
         await self._check_model()
         self._set_ready(True)
+        self._batcher.start()
         self._probe = asyncio.get_running_loop().create_task(
             self._probe_loop(), name=f"triton-probe-{self.card.name}"
         )
@@ -209,34 +228,17 @@ class TritonRuntime:
     def is_ready(self) -> bool:
         return self._ready
 
-    async def embed(self, items: list[Any]) -> np.ndarray:
-        """Embeds items through Triton, one call per planned group, all in flight at once.
+    async def embed(
+        self, items: list[Any], tenant: str, deadline: float | None = None
+    ) -> np.ndarray:
+        """Embeds items through Triton: planned calls, sent in the tenant's turn.
 
         Raises:
-            ResourceExhausted: too many inputs are already waiting for Triton.
-            Unavailable: Triton is down, or did not answer within the timeout.
+            Unavailable: Triton is down, did not answer within the timeout, or the deadline
+                passed before the calls were sent.
         """
-        if self._in_flight + len(items) > self._options.max_in_flight_items:
-            raise ResourceExhausted(
-                f"backbone '{self.card.name}' is overloaded ({self._in_flight} inputs waiting); retry later"
-            )
-        self._in_flight += len(items)
-        self._depth.set(self._in_flight)
-        try:
-            calls = self._plan_calls(items)
-            results = await asyncio.gather(
-                *(self._infer([items[i] for i in call]) for call in calls),
-                return_exceptions=True,
-            )
-        finally:
-            self._in_flight -= len(items)
-            self._depth.set(self._in_flight)
-        out = np.empty((len(items), self.card.dim), dtype=np.float32)
-        for call, rows in zip(calls, results, strict=True):
-            if isinstance(rows, BaseException):
-                raise rows
-            out[call] = rows
-        return out
+        rows = await self._batcher.submit(tenant, items, deadline)
+        return np.stack(rows).astype(np.float32, copy=False)
 
     async def _infer(self, items: list[Any]) -> np.ndarray:
         """One Triton call with retries on UNAVAILABLE (exponential backoff with full jitter)."""
@@ -292,6 +294,7 @@ class TritonRuntime:
         return RuntimeError(f"Triton failed: {status}")
 
     async def close(self) -> None:
+        await self._batcher.close()
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)

@@ -35,6 +35,7 @@ class TrainingRequest:
     targets: list[Target]
     params: dict[str, str]
     validation_fraction: float
+    embedding_dim: int = 0  # the backbone's width (for the compute budget); 0: unknown
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import numpy as np
 
-from heads import HeadCard, train_head
+from heads import HeadCard, TrainedHead, train_head
 from service.backbones.embedder import Embedder
+from service.jobs.control import JobControl
 from service.jobs.model import TrainingRequest
+from service.request_context import TRAINING_TENANT
 from service.store.registry import HeadRegistry
 
 Report = Callable[[str, float], None]  # called on the event loop
+T = TypeVar("T")
 
 EMBED_SHARE = 0.5
 TRAIN_SHARE = 0.45
 
 
 class JobCancelled(Exception):
-    """Raised inside training when its job was cancelled (aborts heads' fit between stages)."""
+    """Raised when a stopped job reaches a point where it checks (between chunks, at publish)."""
 
 
 async def run_training(
@@ -35,16 +39,25 @@ async def run_training(
     executor: Executor,
     chunk_size: int,
     report: Report,
-    cancelled: Callable[[], bool],
+    control: JobControl,
 ) -> HeadCard:
-    """Runs the job; `report(stage, progress)` is called at each step."""
+    """Runs the job; `report(stage, progress)` is called at each step.
+
+    Raises:
+        JobCancelled or heads.TrainingStopped: ``control`` was stopped (see its reason).
+    """
     report("embedding", 0.0)
     chunks: list[np.ndarray] = []
     for start in range(0, len(request.inputs), chunk_size):
-        # Chunks go through the backbone's batcher like any request: live traffic is not starved.
+        if control.is_set():
+            raise JobCancelled()
+        # Chunks go through the backbone's fair batcher as one more tenant, "training": live
+        # traffic keeps its share however many jobs run.
         chunk = request.inputs[start : start + chunk_size]
         wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
-        result = await embedder.embed(request.backbone, chunk, field="examples", wheres=wheres)
+        result = await embedder.embed(
+            request.backbone, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
+        )
         chunks.append(result.vectors)
         done = min(start + chunk_size, len(request.inputs))
         report("embedding", EMBED_SHARE * done / len(request.inputs))
@@ -54,22 +67,38 @@ async def run_training(
     loop = asyncio.get_running_loop()
 
     def on_progress(stage: str, fraction: float) -> None:  # called on the training thread
-        if cancelled():
-            raise JobCancelled()
         # heads' last stage is "done"; the job is not done until its head is published.
         job_stage = "trained" if stage == "done" else stage
         loop.call_soon_threadsafe(report, job_stage, EMBED_SHARE + TRAIN_SHARE * fraction)
 
-    trained = await loop.run_in_executor(
-        executor,
-        lambda: train_head(
-            request.kind,
-            embeddings,
-            request.targets,
-            request.params,
-            request.validation_fraction,
-            on_progress,
-        ),  # fmt: skip
-    )
+    def train() -> TrainedHead:
+        return train_head(
+            request.kind, embeddings, request.targets, request.params,
+            request.validation_fraction, on_progress, should_stop=control.is_set,
+        )  # fmt: skip
+
+    trained = await run_to_the_end(loop.run_in_executor(executor, train))
+    if not control.begin_publishing():
+        raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
     return await registry.publish(tenant, request.head, trained, card.name, card.fingerprint)
+
+
+async def run_to_the_end(thread: asyncio.Future[T]) -> T:
+    """Awaits a training thread's result; if this task is cancelled meanwhile, still waits for
+    the thread to return before raising CancelledError.
+
+    A thread cannot be interrupted, only told to stop (`JobControl`); until it has returned it
+    uses its worker, so the job must keep its slot, or the next job would share the core with it.
+    """
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        while not thread.done():
+            try:
+                await asyncio.wait([thread])
+            except asyncio.CancelledError:
+                continue  # cancelled again (shutdown after a cancel): the wait is the same
+        if not thread.cancelled():
+            thread.exception()  # retrieved: its TrainingStopped is expected, not news
+        raise

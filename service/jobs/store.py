@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.jobs.model import JobSnapshot, JobState
@@ -55,15 +54,15 @@ class JobStore:
 
         await self._db.run(add)
 
-    def save(self, job: JobSnapshot) -> asyncio.Future[None]:
-        """Queues a write of the job's changing fields (writes land in the order queued)."""
+    async def save(self, job: JobSnapshot) -> None:
+        """Writes the job's changing fields (callers await it: see `service.jobs.writer`)."""
 
         def write(session: Session) -> None:
             session.execute(
                 update(JobRow).where(JobRow.job_id == job.job_id).values(**_changing_columns(job))
             )
 
-        return self._db.submit(write)
+        await self._db.run(write)
 
     async def get(self, tenant: str, job_id: str) -> JobSnapshot | None:
         """The job if it belongs to `tenant` (another tenant's job is None, like a missing one)."""
@@ -71,15 +70,6 @@ class JobStore:
         def query(session: Session) -> JobSnapshot | None:
             row = session.get(JobRow, job_id)
             return _snapshot(row) if row is not None and row.tenant == tenant else None
-
-        return await self._db.run(query)
-
-    async def count_active(self, tenant: str | None = None) -> int:
-        def query(session: Session) -> int:
-            select_ = select(func.count()).select_from(JobRow).where(JobRow.state.in_(ACTIVE))
-            if tenant is not None:
-                select_ = select_.where(JobRow.tenant == tenant)
-            return int(session.scalar(select_) or 0)
 
         return await self._db.run(query)
 

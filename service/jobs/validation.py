@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from heads import HeadError, InvalidParams, InvalidTrainingData
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from heads import (
+    DEFAULT_COST_CAPS,
+    HeadError,
+    InvalidParams,
+    InvalidTrainingData,
+    check_cost,
+    estimate_cost,
+)
 from heads.training import check_request
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import Input
 from service.errors import InvalidArgument
 from service.jobs.model import Target, TrainingRequest
 from service.store.registry import check_head_name
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """What one TrainHead request may ask for (settings; the defaults are the settings')."""
+
+    max_examples: int = 20_000
+    max_label_bytes: int = 256
+    max_labels_per_head: int = 10_000
+    cost_caps: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_COST_CAPS))
 
 
 class MissingTarget:
@@ -28,12 +48,19 @@ def validate_training_request(
     targets: list[Target | MissingTarget | ConflictingTargets],
     params: dict[str, str],
     validation_fraction: float,
-    max_examples: int,
+    max_examples: int | None = None,
+    limits: TrainingLimits | None = None,
 ) -> TrainingRequest:
     """Checks everything that can be checked before embedding: names, limits, inputs, targets,
-    kind and params. Raises InvalidArgument naming the field (and index)."""
+    kind, params, labels and the compute budget. Raises InvalidArgument naming the field.
+
+    Without ``limits``, the label and budget limits are left to `check_training_limits`, which
+    `JobManager.submit` always runs with the server's settings.
+    """
     check_head_name(head)
     served = embedder.get(backbone)
+    if max_examples is None:
+        max_examples = (limits or TrainingLimits()).max_examples
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
     if len(inputs) > max_examples:
@@ -45,6 +72,8 @@ def validate_training_request(
             raise InvalidArgument(f"examples[{index}]", "one of label, labels or value is required")
         if isinstance(target, ConflictingTargets):
             raise InvalidArgument(f"examples[{index}]", "set only one of label, labels or value")
+    if limits is not None:
+        check_labels(targets, limits)  # type: ignore[arg-type] - markers were refused above
     _check_inputs(embedder, served.card.name, inputs)
     try:
         resolved_kind, _task = check_request(kind, targets, params, validation_fraction)
@@ -52,7 +81,7 @@ def validate_training_request(
         raise InvalidArgument(error.field, error.message) from None
     except HeadError as error:  # any other refusal of the request by heads is still bad input
         raise InvalidArgument("examples", str(error)) from None
-    return TrainingRequest(
+    request = TrainingRequest(
         head=head,
         backbone=served.card.name,
         kind=resolved_kind,
@@ -60,7 +89,71 @@ def validate_training_request(
         targets=list(targets),  # type: ignore[arg-type] - markers were refused above
         params=dict(params),
         validation_fraction=validation_fraction,
+        embedding_dim=served.card.dim,
     )
+    if limits is not None:
+        check_cost_limit(request, replace(limits, max_examples=max_examples))
+    return request
+
+
+def check_training_limits(request: TrainingRequest, limits: TrainingLimits) -> None:
+    """The label limits and the compute budget of a validated request.
+
+    Raises:
+        InvalidArgument: Naming the label (``examples[i].label``, ``examples[i].labels[j]``) or
+            the params fields that drive the cost, stating the estimate and the cap.
+    """
+    check_labels(request.targets, limits)
+    check_cost_limit(request, limits)
+
+
+def check_labels(targets: Sequence[Target], limits: TrainingLimits) -> None:
+    """Each label is non-empty UTF-8 of at most `max_label_bytes`; a head has at most
+    `max_labels_per_head` distinct labels (every Predict reply may carry them all)."""
+    seen: set[str] = set()
+    for index, target in enumerate(targets):
+        if isinstance(target, str):
+            named = [(f"examples[{index}].label", target)]
+        elif isinstance(target, list):
+            named = [(f"examples[{index}].labels[{j}]", label) for j, label in enumerate(target)]
+        else:
+            continue
+        for where, label in named:
+            _check_label(where, label, limits.max_label_bytes)
+            if label not in seen:
+                seen.add(label)
+                if len(seen) > limits.max_labels_per_head:
+                    raise InvalidArgument(
+                        where,
+                        f"a head may have at most {limits.max_labels_per_head} distinct labels",
+                    )
+
+
+def _check_label(where: str, label: str, max_bytes: int) -> None:
+    if not label:
+        raise InvalidArgument(where, "label must not be empty")
+    if len(label) > max_bytes:  # at least one byte a character: too long without encoding it
+        raise InvalidArgument(where, f"label is longer than {max_bytes} bytes")
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(where, "label is not valid UTF-8") from None
+    if size > max_bytes:
+        raise InvalidArgument(where, f"label is {size} bytes; the limit is {max_bytes}")
+
+
+def check_cost_limit(request: TrainingRequest, limits: TrainingLimits) -> None:
+    """Refuses a request whose estimated compute is over its kind's cap: it could never run."""
+    try:
+        check_cost(
+            estimate_cost(
+                request.kind, request.targets, request.params, request.embedding_dim,
+                request.validation_fraction,
+            ),
+            limits.cost_caps,
+        )  # fmt: skip
+    except (InvalidTrainingData, InvalidParams) as error:
+        raise InvalidArgument(error.field, error.message) from None
 
 
 def _check_inputs(embedder: Embedder, backbone: str, inputs: list[Input]) -> None:

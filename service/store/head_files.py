@@ -2,7 +2,9 @@
 
 A version folder appears by one atomic rename of a fully written, fsynced staging folder, so a
 crash leaves either nothing or a complete folder; the database row that makes it visible is
-written after the rename (see HeadRegistry), and folders without a row are swept at start-up.
+written after the rename (see HeadRegistry). At start-up, staging leftovers are removed and a
+version folder without a row is moved to `heads/.quarantine/<stamp>/…`, never deleted (see
+`service.store.recovery`): the folder may be all that is left of a published head.
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from heads import HeadCard, HeadFormatError
+from service.store.disk_errors import disk_full_as_exhausted
 
 ONNX_FILE = "head.onnx"
 CARD_FILE = "card.json"
+STAGING = ".staging"
+QUARANTINE = ".quarantine"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,53 +41,139 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def new_stamp() -> str:
+    """A unique, sortable name for one quarantine run (UTC time plus a random suffix)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class VersionFolder:
+    """A folder at the version level of the tree: `<tenant>/<name>/<version>`."""
+
+    path: Path
+    tenant: str
+    name: str
+    version: str
+
+    @property
+    def key(self) -> tuple[str, str, int] | None:
+        """(tenant, name, version) when the version part is a number, else None."""
+        return (self.tenant, self.name, int(self.version)) if self.version.isdigit() else None
+
+    def card(self) -> HeadCard | None:
+        """The folder's card when it is readable, valid and names this very folder."""
+        try:
+            card = HeadCard.from_json((self.path / CARD_FILE).read_bytes())
+        except (OSError, HeadFormatError):
+            return None
+        if (card.tenant, card.name, card.version) != self.key:
+            return None
+        return card
+
+
+def _version_folders(root: Path) -> Iterator[VersionFolder]:
+    """Entries three levels under `root` (tenant/name/version); dot-folders are ours, skipped."""
+    if not root.is_dir():
+        return
+    for tenant in sorted(root.iterdir()):
+        if tenant.name.startswith(".") or not tenant.is_dir():
+            continue
+        for name in sorted(tenant.iterdir()):
+            if not name.is_dir():
+                continue
+            for version in sorted(name.iterdir()):
+                yield VersionFolder(version, tenant.name, name.name, version.name)
+
+
 class HeadFiles:
     """Reads and writes head version folders under `<data_dir>/heads`."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "heads"
-        self._staging = self.root / ".staging"
+        self._staging = self.root / STAGING
+        self.quarantine_root = self.root / QUARANTINE
         self._staging.mkdir(parents=True, exist_ok=True)
 
     def folder(self, tenant: str, name: str, version: int) -> Path:
         return self.root / tenant / name / str(version)
 
     def write(self, tenant: str, name: str, version: int, onnx: bytes, card_json: str) -> None:
-        """Writes a version folder atomically (replacing an unpublished leftover of a crash)."""
+        """Writes a version folder atomically.
+
+        Raises:
+            ResourceExhausted: the disk is full (nothing is left behind).
+        """
         staging = self._staging / uuid.uuid4().hex
-        staging.mkdir()
         try:
-            _write_synced(staging / ONNX_FILE, onnx)
-            _write_synced(staging / CARD_FILE, card_json.encode())
-            _fsync_dir(staging)
-            final = self.folder(tenant, name, version)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():  # never published (no database row): a crash's leftover
-                shutil.rmtree(final)
-            os.rename(staging, final)
-            _fsync_dir(final.parent)
+            with disk_full_as_exhausted("the head's files"):
+                staging.mkdir()
+                _write_synced(staging / ONNX_FILE, onnx)
+                _write_synced(staging / CARD_FILE, card_json.encode())
+                _fsync_dir(staging)
+                final = self.folder(tenant, name, version)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():
+                    # No row has this version (it is chosen past every row), so this is a folder
+                    # the start-up sweep has not seen: keep it, as the sweep would.
+                    self.quarantine(final, new_stamp())
+                os.rename(staging, final)
+                _fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def read(self, tenant: str, name: str, version: int) -> tuple[bytes, str]:
+    def read(self, tenant: str, name: str, version: int) -> tuple[bytes, bytes]:
+        """The ONNX bytes and the card bytes of a version.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is gone.
+        """
         folder = self.folder(tenant, name, version)
-        return (folder / ONNX_FILE).read_bytes(), (folder / CARD_FILE).read_text()
+        return (folder / ONNX_FILE).read_bytes(), (folder / CARD_FILE).read_bytes()
 
     def remove(self, tenant: str, name: str, version: int) -> None:
         shutil.rmtree(self.folder(tenant, name, version), ignore_errors=True)
 
-    def sweep(self, published: set[tuple[str, str, int]]) -> list[Path]:
-        """Removes staging leftovers and version folders that are not published; returns them."""
+    def versions(self) -> list[VersionFolder]:
+        """Every entry at the version level of the live tree."""
+        return list(_version_folders(self.root))
+
+    def quarantined(self) -> list[VersionFolder]:
+        """Every entry at the version level under the quarantine, oldest run first."""
+        if not self.quarantine_root.is_dir():
+            return []
+        return [
+            found
+            for run in sorted(self.quarantine_root.iterdir())
+            if run.is_dir()
+            for found in _version_folders(run)
+        ]
+
+    def quarantine(self, path: Path, stamp: str) -> Path:
+        """Moves a version-level entry under `.quarantine/<stamp>/`, keeping its relative path."""
+        target = self.quarantine_root / stamp / path.relative_to(self.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+        return target
+
+    def unquarantine(self, found: VersionFolder) -> Path:
+        """Moves a quarantined version folder back to its place in the live tree."""
+        target = self.folder(found.tenant, found.name, int(found.version))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(found.path, target)
+        _fsync_dir(target.parent)
+        # Drop the now empty name/tenant/run folders of the quarantine (rmdir refuses non-empty).
+        for parent in list(found.path.parents)[:3]:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        return target
+
+    def remove_staging(self) -> list[Path]:
+        """Removes staging leftovers: never renamed into place, so never published."""
         removed: list[Path] = []
         for leftover in self._staging.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
             removed.append(leftover)
-        for folder in self.root.glob("*/*/*"):
-            tenant, name, version = folder.parts[-3:]
-            if tenant == ".staging" or not folder.is_dir():
-                continue
-            if not version.isdigit() or (tenant, name, int(version)) not in published:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
         return removed

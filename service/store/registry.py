@@ -7,31 +7,80 @@ found, exactly like one that never existed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
-from collections import OrderedDict
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead
-from service import metrics
-from service.errors import InvalidArgument, NotFound
+from service.errors import (
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TransferdError,
+    shown,
+)
 from service.store.database import Database, utcnow
+from service.store.head_cache import HeadCache
 from service.store.head_files import HeadFiles
+from service.store.recovery import SweepReport, recover_at_start_up
 from service.store.schema import HeadRow
 
 log = logging.getLogger(__name__)
 
-HEAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 
 
 def check_head_name(name: str, field: str = "head") -> None:
-    if not HEAD_NAME.match(name):
+    # fullmatch: with match and `$`, "model\n" passed and made a folder with a newline in its name.
+    if not HEAD_NAME.fullmatch(name):
         raise InvalidArgument(
             field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+
+
+def _not_found(name: str, version: int) -> NotFound:
+    """The one wording of a missing head (another tenant's, deleted, or never trained)."""
+    which = f" version {version}" if version else ""
+    return NotFound(f"head {shown(name)}{which} not found")
+
+
+class StoredHead(HeadCard):
+    """A published card as the registry lists it, with the health mark stored beside it.
+
+    `damage` is not a card field (the card file never carries it): None while the version's
+    files serve, else why they cannot (e.g. "its ONNX file fails the card's checksum").
+    """
+
+    damage: str | None
+
+    @classmethod
+    def of(cls, card_json: str, damage: str | None) -> StoredHead:
+        stored = cls.from_json(card_json)
+        object.__setattr__(stored, "damage", damage)  # the card is frozen
+        return stored
+
+
+@dataclass(frozen=True)
+class HeadQuotas:
+    """Per-tenant limits on stored heads, counting live (not deleted) versions."""
+
+    max_heads_per_tenant: int = 1000
+    max_versions_per_head: int = 100
+
+
+class _Damaged(Exception):
+    """A version's files are there but cannot serve; `reason` is safe to show its tenant."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _live(tenant: str, name: str | None = None) -> Select[tuple[HeadRow]]:
@@ -46,62 +95,94 @@ class HeadRegistry:
     Args:
         db: Metadata database (the source of truth for what is published).
         files: Where head artifacts live.
-        cache_size: Loaded heads kept in memory (LRU).
+        cache_size: Most loaded heads kept in memory (LRU).
         executor: Where ONNX sessions are built (CPU work).
+        cache_bytes: Most estimated bytes of loaded heads kept in memory.
+        quotas: Per-tenant limits on heads and versions.
     """
 
-    def __init__(self, db: Database, files: HeadFiles, cache_size: int, executor: Executor) -> None:
+    def __init__(
+        self,
+        db: Database,
+        files: HeadFiles,
+        cache_size: int,
+        executor: Executor,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        quotas: HeadQuotas | None = None,
+    ) -> None:
         self._db = db
         self._files = files
-        self._cache: OrderedDict[tuple[str, str, int], LoadedHead] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = HeadCache(cache_size, cache_bytes)
         self._executor = executor
+        self._quotas = quotas or HeadQuotas()
         # Serialises publishing in this process: the next version number and its folder are
         # chosen together.
         self._publish_lock = asyncio.Lock()
 
-    def sweep_unpublished(self) -> None:
-        """At start-up: removes artifact folders a crash left without a database row."""
+    def sweep_unpublished(self) -> SweepReport:
+        """At start-up: refuses a lost database, then sweeps (see `service.store.recovery`).
 
-        def published(session: Session) -> set[tuple[str, str, int]]:
-            live = select(HeadRow.tenant, HeadRow.name, HeadRow.version).where(
-                HeadRow.deleted_at.is_(None)
+        Raises:
+            StoreNeedsRepair: the database has no head row while head folders have valid cards.
+        """
+        return recover_at_start_up(self._db, self._files)
+
+    async def check_quota(self, tenant: str, head: str) -> None:
+        """Refuses a new version of `head` when the tenant is at a quota.
+
+        Callers check before queuing a job; `publish` checks again.
+
+        Raises:
+            ResourceExhausted: `head` is new and the tenant has the most heads allowed, or
+                `head` has the most live versions allowed.
+        """
+        self._check_counts(head, *await self._db.run(lambda s: _counts(s, tenant, head)))
+
+    def _check_counts(self, head: str, heads: int, versions: int) -> None:
+        quotas = self._quotas
+        if versions == 0 and heads >= quotas.max_heads_per_tenant:
+            raise ResourceExhausted(
+                f"this tenant has {heads} heads, the most allowed is "
+                f"{quotas.max_heads_per_tenant}; delete a head before training a new one"
             )
-            return {(t, n, v) for t, n, v in session.execute(live)}
-
-        removed = self._files.sweep(self._db.call(published))
-        if removed:
-            log.warning("removed %d unpublished head folders left by a crash", len(removed))
+        if versions >= quotas.max_versions_per_head:
+            raise ResourceExhausted(
+                f"head {shown(head)} has {versions} versions, the most allowed is "
+                f"{quotas.max_versions_per_head}; delete old versions before training it again"
+            )
 
     async def publish(
         self, tenant: str, name: str, trained: TrainedHead, backbone: str, fingerprint: str
     ) -> HeadCard:
-        """Publishes `trained` as the next version of `name`: files first, then the row."""
+        """Publishes `trained` as the next version of `name`: files first, then the row.
+
+        Raises:
+            ResourceExhausted: over a quota, or the disk is full.
+            Unavailable: the database file was removed or replaced.
+        """
         async with self._publish_lock:
 
-            def next_version(session: Session) -> int:
+            def next_version(session: Session) -> tuple[int, int, int]:
                 latest = session.scalar(
                     select(func.max(HeadRow.version)).where(
                         HeadRow.tenant == tenant, HeadRow.name == name
                     )
                 )
-                return int(latest or 0) + 1
+                return (int(latest or 0) + 1, *_counts(session, tenant, name))
 
-            version = await self._db.run(next_version)
+            version, heads, versions = await self._db.run(next_version)
+            self._check_counts(name, heads, versions)
             card = trained.to_card(
                 tenant=tenant, name=name, version=version,
                 backbone=backbone, backbone_fingerprint=fingerprint,
             )  # fmt: skip
             card_json = card.to_json()
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                self._files.write,
-                tenant,
-                name,
-                version,
-                trained.onnx_bytes,
-                card_json,
-            )
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._executor, self._files.write,
+                tenant, name, version, trained.onnx_bytes, card_json,
+            )  # fmt: skip
 
             def insert(session: Session) -> None:
                 session.add(
@@ -114,38 +195,45 @@ class HeadRegistry:
                     )  # fmt: skip
                 )
 
-            await self._db.run(insert)
+            try:
+                await self._db.run(insert)
+            except BaseException:
+                # Never published (no row), and the job reports the failure: the folder is
+                # ours to take back, and must not come back through `transferd repair`.
+                await loop.run_in_executor(
+                    self._executor, self._files.remove, tenant, name, version
+                )
+                raise
         return card
 
-    async def list(self, tenant: str, all_versions: bool = False) -> list[HeadCard]:
-        def query(session: Session) -> list[str]:
+    async def list(self, tenant: str, all_versions: bool = False) -> list[StoredHead]:
+        def query(session: Session) -> list[tuple[str, str | None]]:
             rows = session.scalars(_live(tenant).order_by(HeadRow.name, HeadRow.version))
-            return [row.card_json for row in rows]
+            return [(row.card_json, row.damage) for row in rows]
 
-        cards = [HeadCard.from_json(text) for text in await self._db.run(query)]
+        cards = [StoredHead.of(text, damage) for text, damage in await self._db.run(query)]
         if all_versions:
             return cards
-        latest: dict[str, HeadCard] = {}
+        latest: dict[str, StoredHead] = {}
         for card in cards:  # ordered by version: the last one of a name wins
             latest[card.name] = card
         return list(latest.values())
 
-    async def get(self, tenant: str, name: str, version: int = 0) -> HeadCard:
+    async def get(self, tenant: str, name: str, version: int = 0) -> StoredHead:
         """The card of one version (0: the latest); NotFound for unknown or another tenant's."""
         check_head_name(name)
 
-        def query(session: Session) -> str | None:
+        def query(session: Session) -> tuple[str, str | None] | None:
             select_ = _live(tenant, name)
             if version:
                 select_ = select_.where(HeadRow.version == version)
             row = session.scalars(select_.order_by(HeadRow.version.desc()).limit(1)).first()
-            return row.card_json if row else None
+            return (row.card_json, row.damage) if row else None
 
         found = await self._db.run(query)
         if found is None:
-            which = f" version {version}" if version else ""
-            raise NotFound(f"head '{name}'{which} not found")
-        return HeadCard.from_json(found)
+            raise _not_found(name, version)
+        return StoredHead.of(*found)
 
     async def delete(self, tenant: str, name: str, version: int = 0) -> None:
         """Deletes one version, or all versions when `version` is 0."""
@@ -162,32 +250,99 @@ class HeadRegistry:
 
         deleted = await self._db.run(tombstone)
         if not deleted:
-            which = f" version {version}" if version else ""
-            raise NotFound(f"head '{name}'{which} not found")
+            raise _not_found(name, version)
         for number in deleted:
-            self._cache.pop((tenant, name, number), None)
+            self._cache.pop((tenant, name, number))
             self._files.remove(tenant, name, number)
-        metrics.HEADS_CACHED.set(len(self._cache))
 
     async def load(self, tenant: str, name: str, version: int = 0) -> LoadedHead:
-        """The loaded head (from the LRU when it is there)."""
-        card = await self.get(tenant, name, version)
-        key = (tenant, name, card.version)
+        """The loaded head (from the LRU when it is there).
+
+        Raises:
+            NotFound: no such head, or it was deleted while this call loaded it.
+            DataLoss: its stored files are damaged (the version is marked damaged).
+        """
+        stored = await self.get(tenant, name, version)
+        key = (tenant, name, stored.version)
         cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
-        loaded = await asyncio.get_running_loop().run_in_executor(self._executor, self._read, card)
-        self._cache[key] = loaded
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        metrics.HEADS_CACHED.set(len(self._cache))
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._read, stored
+            )
+        except FileNotFoundError:
+            # DeleteHead writes the tombstone before it removes the files, so files gone while
+            # the row is live are lost data; with the row gone, the head was deleted meanwhile.
+            if not await self._is_live(*key):
+                raise _not_found(name, version) from None
+            raise await self._damaged(stored, "its files are missing") from None
+        except _Damaged as damaged:
+            raise await self._damaged(stored, damaged.reason) from None
+        if stored.damage is not None:
+            log.info("head %s/%s v%d serves again", tenant, name, stored.version)
+            await self._mark(stored, None)
+        self._cache.put(key, loaded)
         return loaded
 
-    def _read(self, card: HeadCard) -> LoadedHead:
-        onnx, card_json = self._files.read(card.tenant, card.name, card.version)
-        if HeadCard.from_json(card_json) != card:
-            raise HeadFormatError(
-                f"card on disk differs from the registry for {card.name} v{card.version}"
+    def _read(self, stored: StoredHead) -> LoadedHead:
+        onnx, card_bytes = self._files.read(stored.tenant, stored.name, stored.version)
+        try:
+            on_disk = HeadCard.from_json(card_bytes)
+        except HeadFormatError:
+            raise _Damaged("its card file is unreadable") from None
+        if on_disk.to_dict() != stored.to_dict():
+            raise _Damaged("its card file differs from the registry's")
+        if hashlib.sha256(onnx).hexdigest() != on_disk.onnx_sha256:
+            raise _Damaged("its ONNX file fails the card's checksum")
+        try:
+            return LoadedHead.from_bytes(on_disk, onnx)
+        except HeadFormatError:
+            raise _Damaged("its ONNX file does not load") from None
+
+    async def _is_live(self, tenant: str, name: str, version: int) -> bool:
+        def query(session: Session) -> bool:
+            return (
+                session.scalars(_live(tenant, name).where(HeadRow.version == version)).first()
+                is not None
             )
-        return LoadedHead.from_bytes(card, onnx)
+
+        return await self._db.run(query)
+
+    async def _damaged(self, stored: StoredHead, reason: str) -> DataLoss:
+        """Marks the version damaged (kept across restarts) and returns the client's error."""
+        log.error(
+            "head %s/%s v%d is damaged: %s", stored.tenant, stored.name, stored.version, reason
+        )
+        await self._mark(stored, reason)
+        return DataLoss(
+            f"head {shown(stored.name)} version {stored.version} is damaged ({reason}); "
+            "an operator must restore it from a backup, or train it again"
+        )
+
+    async def _mark(self, stored: StoredHead, damage: str | None) -> None:
+        def write(session: Session) -> None:
+            session.execute(
+                update(HeadRow)
+                .where(
+                    HeadRow.tenant == stored.tenant,
+                    HeadRow.name == stored.name,
+                    HeadRow.version == stored.version,
+                )
+                .values(damage=damage)
+            )
+
+        try:
+            await self._db.run(write)
+        except TransferdError as error:  # the mark is a courtesy; the answer must not wait for it
+            log.warning("could not store the health of head %s: %s", stored.name, error)
+
+
+def _counts(session: Session, tenant: str, name: str) -> tuple[int, int]:
+    """(live heads of the tenant, live versions of `name`)."""
+    live = (HeadRow.tenant == tenant, HeadRow.deleted_at.is_(None))
+    heads = session.scalar(select(func.count(func.distinct(HeadRow.name))).where(*live))
+    versions = session.scalar(
+        select(func.count()).select_from(HeadRow).where(*live, HeadRow.name == name)
+    )
+    return int(heads or 0), int(versions or 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, inspect, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -45,6 +46,9 @@ class HeadRow(Base):
     card_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Why the version's stored files cannot serve (checksum, unreadable card, missing files);
+    # NULL while healthy. Set when a load finds the damage, cleared when a load succeeds again.
+    damage: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class JobRow(Base):
@@ -64,3 +68,27 @@ class JobRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# Columns added after the first release: (table, column, SQL type). `create_all` creates missing
+# tables but never alters an existing one, so a data directory of an older release gets them here.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("heads", "damage", "TEXT"),)
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Creates missing tables and adds missing nullable columns; idempotent.
+
+    Returns:
+        The columns added, as ``table.column``.
+    """
+    Base.metadata.create_all(engine)
+    added: list[str] = []
+    with engine.begin() as connection:
+        inspector = inspect(connection)
+        for table, column, sql_type in ADDED_COLUMNS:
+            present = {c["name"] for c in inspector.get_columns(table)}
+            if column not in present:
+                # Nullable with no default: SQLite adds it without rewriting the table.
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+                added.append(f"{table}.{column}")
+    return added

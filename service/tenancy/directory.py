@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import InvalidArgument, NotFound, Unauthenticated
+from service.errors import InvalidArgument, NotFound, Unauthenticated, shown
 from service.store.database import Database, utcnow
 from service.store.schema import ApiKeyRow, TenantRow
 from service.tenancy import keys
 from service.tenancy.principal import Principal
 
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 ADMIN_KEY_ID = "admin"
 
 
@@ -36,7 +36,8 @@ class IssuedKey:
 
 
 def check_tenant_name(name: str, field: str = "tenant") -> None:
-    if not TENANT_NAME.match(name):
+    # fullmatch: with match and `$`, "acme\n" passed (`$` also matches before a final newline).
+    if not TENANT_NAME.fullmatch(name):
         raise InvalidArgument(
             field,
             "must be 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
@@ -77,7 +78,7 @@ class TenantDirectory:
             return True
 
         if not await self._db.run(insert):
-            raise InvalidArgument("tenant", f"tenant '{name}' already exists")
+            raise InvalidArgument("tenant", f"tenant {shown(name)} already exists")
         return name
 
     async def create_key(self, tenant: str) -> IssuedKey:
@@ -94,7 +95,7 @@ class TenantDirectory:
             return True
 
         if not await self._db.run(insert):
-            raise NotFound(f"tenant '{tenant}' does not exist")
+            raise NotFound(f"tenant {shown(tenant)} does not exist")
         self._keys[key_id] = _CachedKey(tenant, digest)
         return IssuedKey(key_id, tenant, secret)
 
@@ -110,7 +111,7 @@ class TenantDirectory:
             return True
 
         if not await self._db.run(revoke):
-            raise NotFound(f"no active API key '{key_id}'")
+            raise NotFound(f"no active API key {shown(key_id)}")
         self._keys.pop(key_id, None)
 
 

@@ -67,7 +67,7 @@ BAD_TRAINING = {
     ),
     "over the example limit": (
         train_request("h", TWO_TOPICS * 13),
-        "examples: 312 examples exceed the limit of 300",
+        "examples: more than 300 given; at most 300 per request",
     ),
     "unknown param": (train_request("h", TWO_TOPICS, params={"gamma": "1"}), "params[gamma]"),
     "malformed param": (train_request("h", TWO_TOPICS, params={"C": "lots"}), "params[C]"),
@@ -130,7 +130,7 @@ def test_bad_predict_requests(heads_stub, small_head: str) -> None:
         ),
         "too many": (
             heads_pb2.PredictRequest(head=small_head, inputs=[text("a")] * 65),
-            grpc.StatusCode.INVALID_ARGUMENT, "inputs: 65 inputs exceed",
+            grpc.StatusCode.INVALID_ARGUMENT, "inputs: more than 64 given",
         ),
     }  # fmt: skip
     for name, (request, code, detail) in cases.items():

@@ -13,7 +13,7 @@ import numpy as np
 
 from service.backbones.card import model_path, sha256_of_file
 from service.backbones.embedded import EmbeddedRuntime
-from service.backbones.text import TextPreprocessor, collate_text, plan_batches
+from service.backbones.text import TextPreprocessor, collate_text, text_call_policy
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from tests.integration.test_embed import (  # noqa: F401 - collected here, run against Triton
@@ -51,15 +51,14 @@ def _embedded_runtime_vectors(model_repo: Path, texts: list[str]) -> np.ndarray:
             card,
             folder,
             collate=collate_text,
-            plan_batches=lambda batch: plan_batches([i.length for i in batch], 64, 8192),
+            calls=text_call_policy(64, 8192),
             threads=2,
-            max_round_items=256,
             max_wait_s=0.0,
-            max_queued_items=1024,
+            fill_items=64,
         )
         await runtime.start()
         try:
-            return await runtime.embed(items)
+            return await runtime.embed(items, "test")
         finally:
             await runtime.close()
 

@@ -1,4 +1,4 @@
-"""MicroBatcher: requests share rounds, each gets its own rows, errors reach every waiter."""
+"""The fair batcher: tenants in turn (deficit round robin), own rows, errors, cancel, deadlines."""
 
 from __future__ import annotations
 
@@ -7,114 +7,266 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.backbones.batcher import MicroBatcher
-from service.errors import ResourceExhausted
+from service.backbones.batcher import FairBatcher
+from service.backbones.fair_queue import Entry, FairQueue
+from service.errors import Unavailable
+
+
+def _entry(tenant: str, cost: float = 10.0, size: int = 1, work: str = "") -> Entry[str]:
+    return Entry(tenant, cost, size, work or tenant)
+
+
+def _always(call: list[Entry[str]], entry: Entry[str]) -> bool:
+    return True
+
+
+def _alone(call: list[Entry[str]], entry: Entry[str]) -> bool:
+    return False
+
+
+def _alive(work: str) -> bool:
+    return True
+
+
+def _calls(queue: FairQueue[str], fits=_alone, alive=_alive, limit: int = 100) -> list[list[str]]:
+    """Every call until the queue is empty, as lists of the entries' work."""
+    calls = []
+    for _ in range(limit):
+        call, _dropped = queue.pop_call(fits, alive)
+        if not call:
+            break
+        calls.append([entry.work for entry in call])
+    assert not queue
+    return calls
+
+
+def test_a_newcomer_gets_the_next_call_however_much_another_tenant_has_queued() -> None:
+    queue: FairQueue[str] = FairQueue(quantum=10)
+    for index in range(20):
+        queue.push(_entry("a", work=f"a{index}"))
+    first, _ = queue.pop_call(_alone, _alive)  # a's call in flight
+    queue.push(_entry("b", work="b0"))
+    assert [e.work for e in first] == ["a0"]
+    assert _calls(queue)[0] == ["b0"]
+
+
+def test_busy_tenants_alternate_and_get_equal_cost() -> None:
+    """a's entries cost twice b's: per turn b takes two where a takes one."""
+    queue: FairQueue[str] = FairQueue(quantum=10)
+    for index in range(6):
+        queue.push(_entry("a", cost=10, work=f"a{index}"))
+    for index in range(12):
+        queue.push(_entry("b", cost=5, work=f"b{index}"))
+    calls = _calls(queue, fits=_always)
+    flat = [work for call in calls for work in call]
+    assert sorted(flat) == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(12)])
+    # Within each tenant, its own order is kept.
+    assert [w for w in flat if w[0] == "a"] == [f"a{i}" for i in range(6)]
+    # Over any prefix, the cost served to each differs by at most one quantum and a bit.
+    served = {"a": 0.0, "b": 0.0}
+    for call in calls:
+        for work in call:
+            served[work[0]] += 10 if work[0] == "a" else 5
+        assert abs(served["a"] - served["b"]) <= 20
+
+
+def test_one_call_per_turn_when_calls_hold_one_entry() -> None:
+    queue: FairQueue[str] = FairQueue(quantum=10)
+    for tenant in "abc":
+        for index in range(3):
+            queue.push(_entry(tenant, work=f"{tenant}{index}"))
+    order = [call[0] for call in _calls(queue)]
+    assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+def test_a_call_closes_when_the_next_entry_does_not_fit() -> None:
+    queue: FairQueue[str] = FairQueue(quantum=100)
+    queue.push(_entry("b", size=1, work="b0"))
+    queue.push(_entry("a", size=64, work="a0"))
+    queue.push(_entry("c", size=1, work="c0"))
+
+    def room_for_64(call: list[Entry[str]], entry: Entry[str]) -> bool:
+        return sum(e.size for e in call) + entry.size <= 64
+
+    calls = _calls(queue, fits=room_for_64)
+    assert calls == [["b0"], ["a0", "c0"]] or calls == [["b0"], ["a0"], ["c0"]]
+
+
+def test_a_tenant_in_debt_sits_out_turns() -> None:
+    """An entry costing three quanta runs once its tenant has been credited three turns."""
+    queue: FairQueue[str] = FairQueue(quantum=10)
+    queue.push(_entry("big", cost=30, work="big"))
+    for index in range(5):
+        queue.push(_entry("small", cost=10, work=f"s{index}"))
+    order = [call[0] for call in _calls(queue)]
+    assert order.index("big") == 2  # two turns of small pass while big saves up
+
+
+def test_dead_entries_are_dropped_and_discard_removes_a_request() -> None:
+    queue: FairQueue[str] = FairQueue(quantum=10)
+    for work in ("a-live", "a-dead", "a-gone"):
+        queue.push(_entry("a", size=2, work=work))
+    assert queue.items == 6
+    assert queue.discard("a", lambda work: work == "a-gone") == 2
+    call, dropped = queue.pop_call(_always, lambda work: work != "a-dead")
+    assert [e.work for e in call] == ["a-live"]
+    assert [e.work for e in dropped] == ["a-dead"]
+    assert queue.items == 0 and not queue
 
 
 class Recorder:
-    """A run function that embeds item k as the row [k, k] and records each round."""
+    """A call runner that embeds item k as the row [k, k] and records each call."""
 
-    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
-        self.rounds: list[list[int]] = []
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[list[int]] = []
         self.delay = delay
-        self.fail = fail
+        self.fail = False
 
     async def __call__(self, items: list[int]) -> np.ndarray:
-        self.rounds.append(list(items))
+        self.calls.append(list(items))
         await asyncio.sleep(self.delay)
         if self.fail:
             raise ValueError("backend broke")
         return np.array([[k, k] for k in items], dtype=np.float32)
 
 
-def _batcher(run: Recorder, **overrides: float) -> MicroBatcher[int]:
-    options = {"max_round_items": 64, "max_wait_s": 0.02, "max_queued_items": 1000, **overrides}
-    return MicroBatcher("test", run, **options)  # type: ignore[arg-type]
+def _batcher(run: Recorder, size: int = 4, wait: float = 0.0) -> FairBatcher[int, np.ndarray]:
+    """Calls of at most `size` items; a request is planned in groups of `size`."""
+    return FairBatcher(
+        "test",
+        run,
+        plan=lambda items: [
+            list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)
+        ],
+        cost=len,
+        fits=lambda call, group: len(call) + len(group) <= size,
+        quantum=float(size),
+        max_wait_s=wait,
+        fill_items=size,
+    )
 
 
-def test_concurrent_requests_share_a_round_and_get_their_own_rows() -> None:
+def test_concurrent_requests_share_a_call_and_get_their_own_rows() -> None:
     run = Recorder()
 
-    async def scenario() -> list[np.ndarray]:
-        batcher = _batcher(run)
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher = _batcher(run, size=16, wait=0.02)
         batcher.start()
         requests = [[10 * r + i for i in range(r + 1)] for r in range(5)]
-        results = await asyncio.gather(*(batcher.submit(items) for items in requests))
+        results = await asyncio.gather(
+            *(batcher.submit(f"t{r % 2}", items) for r, items in enumerate(requests))
+        )
         await batcher.close()
         return results
 
     results = asyncio.run(scenario())
     for r, rows in enumerate(results):
-        assert rows[:, 0].tolist() == [10 * r + i for i in range(r + 1)]
-    assert len(run.rounds) == 1  # all five arrived within the wait and fit the size limit
+        assert [row[0] for row in rows] == [10 * r + i for i in range(r + 1)]
+    assert len(run.calls) == 1  # 15 items arrived within the wait and fit one call
 
 
-def test_round_size_limit_splits_rounds() -> None:
-    run = Recorder()
+def test_a_large_request_is_split_and_another_tenant_goes_next() -> None:
+    run = Recorder(delay=0.01)
 
     async def scenario() -> None:
-        batcher = _batcher(run, max_round_items=4)
+        batcher = _batcher(run, size=4)
         batcher.start()
-        await asyncio.gather(*(batcher.submit([i, i]) for i in range(4)))
+        large = asyncio.ensure_future(batcher.submit("a", list(range(100, 140))))
+        await asyncio.sleep(0.005)  # a's first call is in flight
+        small = await batcher.submit("b", [7])
+        assert small[0][0] == 7
+        await large
         await batcher.close()
 
     asyncio.run(scenario())
-    assert [len(r) for r in run.rounds] == [4, 4]
+    assert len(run.calls) == 11  # 10 calls of a's 40 items, 1 of b's
+    assert run.calls.index([7]) == 1  # right after the call in flight
+    assert all(len(call) <= 4 for call in run.calls)
 
 
-def test_an_error_reaches_every_waiter_of_the_round_and_the_batcher_lives_on() -> None:
-    run = Recorder(fail=True)
+def test_an_error_reaches_every_request_of_the_call_and_the_batcher_lives_on() -> None:
+    run = Recorder()
 
-    async def scenario() -> tuple[list[object], np.ndarray]:
-        batcher = _batcher(run)
+    async def scenario() -> tuple[list[object], list[np.ndarray]]:
+        batcher = _batcher(run, size=8, wait=0.02)
         batcher.start()
+        run.fail = True
         failed = await asyncio.gather(
-            *(batcher.submit([i]) for i in range(3)), return_exceptions=True
+            *(batcher.submit("t", [i]) for i in range(3)), return_exceptions=True
         )
         run.fail = False
-        after = await batcher.submit([7])
+        after = await batcher.submit("t", [7])
         await batcher.close()
         return failed, after
 
     failed, after = asyncio.run(scenario())
     assert all(isinstance(e, ValueError) for e in failed)
-    assert after.tolist() == [[7, 7]]
+    assert after[0][0] == 7
 
 
-def test_overload_is_refused_at_once() -> None:
-    run = Recorder(delay=0.2)
-
-    async def scenario() -> list[object]:
-        batcher = _batcher(run, max_queued_items=4, max_wait_s=0.0)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit([1, 2, 3]))
-        await asyncio.sleep(0.01)  # the first round is running; the queue is empty again
-        queued = asyncio.ensure_future(batcher.submit([4, 5, 6]))
-        await asyncio.sleep(0)
-        with pytest.raises(ResourceExhausted):
-            await batcher.submit([7, 8])  # 3 waiting + 2 > 4
-        results = await asyncio.gather(first, queued)
-        await batcher.close()
-        return results
-
-    first, queued = asyncio.run(scenario())
-    assert first[:, 0].tolist() == [1, 2, 3] and queued[:, 0].tolist() == [4, 5, 6]
-
-
-def test_cancelled_requests_are_dropped_before_the_round_runs() -> None:
-    run = Recorder(delay=0.1)
+def test_a_cancelled_request_is_never_computed_not_even_its_later_calls() -> None:
+    run = Recorder(delay=0.05)
 
     async def scenario() -> None:
-        batcher = _batcher(run, max_wait_s=0.0)
+        batcher = _batcher(run, size=4)
         batcher.start()
-        busy = asyncio.ensure_future(batcher.submit([1]))
-        await asyncio.sleep(0.01)
-        gone = asyncio.ensure_future(batcher.submit([2]))
-        kept = asyncio.ensure_future(batcher.submit([3]))
-        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.submit("a", list(range(100, 112))))
+        await asyncio.sleep(0.01)  # its first call is in flight
         gone.cancel()
-        await asyncio.gather(busy, kept)
+        kept = await batcher.submit("b", [3])
+        assert kept[0][0] == 3
+        with pytest.raises(asyncio.CancelledError):
+            await gone
         await batcher.close()
 
     asyncio.run(scenario())
-    assert run.rounds == [[1], [3]]
+    assert run.calls == [[100, 101, 102, 103], [3]]
+
+
+def test_work_past_its_deadline_is_dropped_and_the_request_fails() -> None:
+    run = Recorder(delay=0.05)
+
+    async def scenario() -> None:
+        batcher = _batcher(run, size=4)
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        busy = asyncio.ensure_future(batcher.submit("a", [1]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Unavailable, match="deadline"):
+            await batcher.submit("b", list(range(200, 212)), deadline=loop.time() + 0.02)
+        await busy
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert run.calls == [[1]]
+
+
+def test_a_tenants_queued_requests_are_planned_together() -> None:
+    """Items sorted across requests, as one request's are: [9, 2] and [1, 8] run as [1, 2], [8, 9]."""
+    run = Recorder(delay=0.05)
+
+    def sorted_pairs(items: list[int]) -> list[list[int]]:
+        order = sorted(range(len(items)), key=items.__getitem__)
+        return [order[i : i + 2] for i in range(0, len(order), 2)]
+
+    async def scenario() -> list[list[np.ndarray]]:
+        batcher: FairBatcher[int, np.ndarray] = FairBatcher(
+            "test",
+            run,
+            plan=sorted_pairs,
+            cost=len,
+            fits=lambda call, group: False,
+            quantum=2.0,
+            coalesce_items=8,
+        )
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit("t", [0]))
+        await asyncio.sleep(0.01)  # the runner is busy: the next two wait together
+        results = await asyncio.gather(batcher.submit("t", [9, 2]), batcher.submit("t", [1, 8]))
+        await busy
+        await batcher.close()
+        return results
+
+    first, second = asyncio.run(scenario())
+    assert run.calls == [[0], [1, 2], [8, 9]]
+    assert [row[0] for row in first] == [9, 2] and [row[0] for row in second] == [1, 8]

@@ -1,0 +1,132 @@
+"""Job state writes: in order per job, progress coalesced, final states retried until stored.
+
+Progress is written best-effort: while one write is in flight, newer snapshots replace the one
+waiting, and a failed progress write is logged and dropped (the next one carries a newer state).
+A job's final state is retried with backoff until it lands, however long the disk stays full:
+the caller waits a bounded time for it, then the retries go on in the background, and until
+they land the snapshot is served from memory (`unstored`). Every write is awaited here, so no
+write's exception is ever left unretrieved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from service.jobs.model import JobSnapshot
+from service.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobWriter:
+    """One writer task per job with something to write; at most one write per job in flight.
+
+    Args:
+        store: Where jobs are stored.
+        first_backoff_s: Wait after a final write's first failure; doubles up to `max_backoff_s`.
+        max_backoff_s: Longest wait between retries of a final write.
+        final_wait_s: How long `final` waits for its write before leaving it to the background.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        first_backoff_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        final_wait_s: float = 3.0,
+    ) -> None:
+        self._store = store
+        self._first_backoff_s = first_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._final_wait_s = final_wait_s
+        self._waiting: dict[str, tuple[JobSnapshot, bool]] = {}  # job -> (latest, is final)
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._unstored: dict[str, JobSnapshot] = {}  # final states not stored yet
+        self._stored: dict[str, asyncio.Event] = {}
+        self._progress_lost: set[str] = set()  # jobs whose progress failed to store (logged)
+
+    def progress(self, job: JobSnapshot) -> None:
+        """Queues a best-effort write of a non-final snapshot (replacing one not yet written)."""
+        self._waiting[job.job_id] = (job, False)
+        self._ensure_writer(job.job_id)
+
+    async def final(self, job: JobSnapshot) -> bool:
+        """Writes a final snapshot; True if it was stored within the wait, else it keeps being
+        retried in the background (and `unstored` returns it until it lands)."""
+        stored = self._stored.setdefault(job.job_id, asyncio.Event())
+        self._unstored[job.job_id] = job
+        self._waiting[job.job_id] = (job, True)
+        self._ensure_writer(job.job_id)
+        try:
+            await asyncio.wait_for(stored.wait(), self._final_wait_s)
+        except TimeoutError:
+            log.error(
+                "job %s: its final state (%s) could not be stored yet; retrying in the "
+                "background, and serving it from memory meanwhile",
+                job.job_id,
+                job.state.value,
+            )
+            return False
+        return True
+
+    def unstored(self, job_id: str) -> JobSnapshot | None:
+        """A final snapshot whose write has not landed yet, or None."""
+        return self._unstored.get(job_id)
+
+    @property
+    def backlog(self) -> int:
+        """Final states waiting to be stored."""
+        return len(self._unstored)
+
+    async def close(self, timeout: float) -> None:
+        """Gives pending writes up to ``timeout`` seconds, then abandons them (a restart fails
+        jobs left unfinished in the database)."""
+        writers = list(self._writers.values())
+        if writers:
+            await asyncio.wait(writers, timeout=timeout)
+        for writer in writers:
+            writer.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+        if self._unstored:
+            log.error("%d job final state(s) were never stored", len(self._unstored))
+
+    def _ensure_writer(self, job_id: str) -> None:
+        if job_id not in self._writers:
+            self._writers[job_id] = asyncio.get_running_loop().create_task(
+                self._write(job_id), name=f"job-writer-{job_id}"
+            )
+
+    async def _write(self, job_id: str) -> None:
+        failures = 0  # of the final write
+        try:
+            while job_id in self._waiting:
+                job, final = self._waiting.pop(job_id)
+                try:
+                    await self._store.save(job)
+                except Exception as error:  # noqa: BLE001 - a write failure must never escape
+                    if not final:
+                        if job_id not in self._progress_lost:  # once a job: it repeats
+                            self._progress_lost.add(job_id)
+                            log.warning("job %s: progress not stored (%s)", job_id, error)
+                        continue
+                    failures += 1
+                    self._waiting.setdefault(job_id, (job, True))  # nothing newer than final
+                    if failures == 1 or failures % 20 == 0:
+                        log.warning(
+                            "job %s: final state not stored (attempt %d: %s); retrying",
+                            job_id, failures, error,
+                        )  # fmt: skip
+                    backoff = self._first_backoff_s * 2 ** min(failures - 1, 16)
+                    await asyncio.sleep(min(backoff, self._max_backoff_s))
+                    continue
+                if final:
+                    self._progress_lost.discard(job_id)
+                    if failures:
+                        log.info("job %s: final state stored after %d failures", job_id, failures)
+                    self._unstored.pop(job_id, None)
+                    event = self._stored.pop(job_id, None)
+                    if event is not None:
+                        event.set()
+        finally:
+            self._writers.pop(job_id, None)

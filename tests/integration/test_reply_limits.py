@@ -1,0 +1,149 @@
+"""Labels of any size: replies are bounded before they are built, and built off the event loop.
+
+A 3,000-label head asked for every score of 1,024 inputs makes a reply of tens of MB. Over the
+response limit it is refused at once, saying which top_k fits; within it, it is built off the
+event loop while another tenant's calls go on.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from service.client import bearer
+from service.launcher import ServerProcess
+from tests.conftest import BACKBONE
+from tests.integration.conftest import start_server, text_request
+from transferd.v1 import common_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc
+
+LABELS = 3000
+INPUTS = 1024
+
+
+@pytest.fixture(scope="module")
+def reply_server(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterator:
+    process = start_server(
+        tmp_path_factory.mktemp("replies"),
+        model_repo,
+        TRANSFERD_MAX_INPUTS_PER_REQUEST="1024",
+        TRANSFERD_MAX_EXAMPLES_PER_JOB="5000",
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def many_labels_head(reply_server: ServerProcess) -> tuple[str, str]:
+    """Tenant `wide` with a knn head of 3,000 labels of 17 bytes each: (key, head name)."""
+    key = reply_server.create_tenant_key("wide")
+    examples = [
+        heads_pb2.Example(input=common_pb2.Input(text=f"item {i}"), label=f"label-number-{i:04d}")
+        for i in range(LABELS)
+    ]
+    request = heads_pb2.TrainHeadRequest(
+        head="wide", backbone=BACKBONE, kind="knn", examples=examples, validation_fraction=0
+    )
+    with grpc.insecure_channel(reply_server.address) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        job = stub.TrainHead(request, metadata=bearer(key), timeout=60)
+        final = list(
+            stub.WatchJob(
+                heads_pb2.WatchJobRequest(job_id=job.job_id), metadata=bearer(key), timeout=300
+            )
+        )[-1]
+    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
+    return key, "wide"
+
+
+def _predict_request(top_k: int) -> heads_pb2.PredictRequest:
+    rows = np.random.default_rng(0).normal(size=(INPUTS, 384)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return heads_pb2.PredictRequest(
+        head="wide",
+        top_k=top_k,
+        inputs=[common_pb2.Input(embedding=common_pb2.Embedding(values=row)) for row in rows],
+    )
+
+
+def test_a_reply_over_the_limit_is_refused_before_it_is_built(
+    reply_server, many_labels_head
+) -> None:
+    key, _ = many_labels_head
+    options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    with grpc.insecure_channel(reply_server.address, options=options) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        started = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(_predict_request(0), metadata=bearer(key), timeout=60)
+        took = time.perf_counter() - started
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "top_k=" in caught.value.details()
+    assert took < 3, took  # refused from the card, before any score is computed
+
+
+def _victim_latencies(address: str, key: str, stop: threading.Event, out: list[float]) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        while not stop.is_set():
+            started = time.perf_counter()
+            stub.Embed(text_request(["a quiet request"]), metadata=bearer(key), timeout=60)
+            out.append(time.perf_counter() - started)
+
+
+def test_a_large_legitimate_reply_does_not_stall_other_tenants(
+    reply_server, many_labels_head
+) -> None:
+    key, _ = many_labels_head
+    victim = reply_server.create_tenant_key("victim")
+    quiet: list[float] = []
+    stop = threading.Event()
+    stop_after = threading.Timer(2.0, stop.set)
+    stop_after.start()
+    _victim_latencies(reply_server.address, victim, stop, quiet)
+
+    loaded: list[float] = []
+    stop = threading.Event()
+    prober = threading.Thread(
+        target=_victim_latencies, args=(reply_server.address, victim, stop, loaded)
+    )
+    options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    with grpc.insecure_channel(reply_server.address, options=options) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        top_k = 1000  # about 30 MB of scores: within the 64 MiB limit
+        prober.start()
+        try:
+            reply = stub.Predict(_predict_request(top_k), metadata=bearer(key), timeout=120)
+        finally:
+            stop.set()
+            prober.join(timeout=60)
+    assert len(reply.predictions) == INPUTS
+    assert all(len(p.scores) == top_k for p in reply.predictions)
+    assert loaded, "the victim got no answer while the reply was built"
+    # Before: every other client was blocked for the whole build (5 s for 46 MB). Now the
+    # victim keeps being answered: no single call waits anywhere near that long.
+    quiet_p50 = statistics.median(quiet)
+    assert max(loaded) < max(2.0, 40 * quiet_p50), (max(loaded), quiet_p50)
+
+
+def test_an_8_mb_label_is_refused_at_train_time(reply_server, many_labels_head) -> None:
+    key, _ = many_labels_head
+    examples = [
+        heads_pb2.Example(input=common_pb2.Input(text="one"), label="x" * 8_000_000),
+        heads_pb2.Example(input=common_pb2.Input(text="two"), label="y"),
+    ]
+    request = heads_pb2.TrainHeadRequest(head="bomb", backbone=BACKBONE, examples=examples)
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    with grpc.insecure_channel(reply_server.address, options=options) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.TrainHead(request, metadata=bearer(key), timeout=60)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("examples[0].label")
+    assert len(caught.value.details()) < 300
