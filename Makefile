@@ -69,7 +69,7 @@ soak: model
 # The fuzz of every RPC's decoding, converters and validators, long and with fresh random cases
 # (`make test` runs a short, repeatable pass of the same tests).
 fuzz: model
-	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),1500) FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),1000) FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check service heads tests bench examples

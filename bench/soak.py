@@ -40,6 +40,7 @@ TOPICS = {
     "shipping": ["where is my parcel", "the delivery is late", "track my order"],
     "login": ["I cannot sign in", "reset my password", "my account is locked"],
 }
+KEEP_VERSIONS = 10
 DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -67,7 +68,7 @@ class Soak:
     stop: threading.Event = field(default_factory=threading.Event)
     up: threading.Event = field(default_factory=threading.Event)
     tallies: dict[str, Tally] = field(default_factory=dict)
-    published: set[tuple[str, int]] = field(default_factory=set)
+    published: set[tuple[str, str, int]] = field(default_factory=set)  # tenant, head, version
     jobs: list[str] = field(default_factory=list)
 
     def tally(self, name: str) -> Tally:
@@ -85,8 +86,8 @@ class Soak:
             self.tally(name).failed(
                 error.code() if self.up.is_set() else grpc.StatusCode.UNAVAILABLE
             )
-            if error.code() in DOWN:
-                time.sleep(0.2)
+            if error.code() in DOWN or error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                time.sleep(0.2)  # back off, as a client should
             return None
         self.tally(name).ok(time.perf_counter() - started)
         return reply
@@ -127,7 +128,10 @@ def good_tenant(soak: Soak) -> None:
                 )
                 if job is not None:
                     soak.jobs.append(f"good/{job.job_id}")
-                    has_head = True
+                    version = _wait_published(heads, job.job_id, meta)
+                    if version:
+                        soak.published.add(("good", "mine", version))
+                        has_head = True
             else:
                 request = heads_pb2.PredictRequest(
                     head="mine", inputs=[common_pb2.Input(text="refund me")]
@@ -136,6 +140,16 @@ def good_tenant(soak: Soak) -> None:
                 if reply is None:
                     time.sleep(0.05)
             time.sleep(0.01)
+
+
+def _wait_published(heads: heads_pb2_grpc.HeadServiceStub, job_id: str, meta: tuple) -> int:
+    """The version the job published, or 0 (failed, cancelled, or the server went down)."""
+    try:
+        request = heads_pb2.WatchJobRequest(job_id=job_id)
+        final = list(heads.WatchJob(request, metadata=meta, timeout=300))[-1]
+    except grpc.RpcError:
+        return 0  # the server went down mid-watch: checked at the end like every job
+    return final.version if final.state == heads_pb2.JOB_STATE_SUCCEEDED else 0
 
 
 def flood_tenant(soak: Soak, texts: list[str]) -> None:
@@ -167,16 +181,19 @@ def trainer_tenant(soak: Soak) -> None:
                     metadata=meta,
                     timeout=30,
                 )
-            try:
-                final = list(
-                    heads.WatchJob(
-                        heads_pb2.WatchJobRequest(job_id=job.job_id), metadata=meta, timeout=300
-                    )
-                )[-1]
-            except grpc.RpcError:
-                continue  # the server went down mid-watch: checked at the end like every job
-            if final.state == heads_pb2.JOB_STATE_SUCCEEDED:
-                soak.published.add((head, final.version))
+            version = _wait_published(heads, job.job_id, meta)
+            if not version:
+                continue
+            soak.published.add(("trainer", head, version))
+            # Stay within the versions quota: delete the oldest beyond KEEP_VERSIONS.
+            mine = sorted(v for t, h, v in soak.published if (t, h) == ("trainer", head))
+            for old in mine[:-KEEP_VERSIONS]:
+                request = heads_pb2.DeleteHeadRequest(head=head, version=old)
+                if (
+                    soak.call("trainer", heads.DeleteHead, request, metadata=meta, timeout=30)
+                    is not None
+                ):
+                    soak.published.discard(("trainer", head, old))
 
 
 def hostile_tenant(soak: Soak) -> None:
@@ -229,6 +246,19 @@ def faults(soak: Soak, every_s: float) -> int:
     return count
 
 
+def _time_alone(address: str, key: str, texts: list[str]) -> float:
+    """Seconds of one flood request on the quiet server (best of 3): what the good tenant's
+    latency under the flood should be compared with."""
+    with grpc.insecure_channel(address) as channel:
+        embed = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            embed.Embed(_embed_request(texts), metadata=bearer(key), timeout=120)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def check_end_state(soak: Soak) -> tuple[int, int]:
     """(lost heads, stuck jobs) once every job had time to end."""
     with grpc.insecure_channel(soak.server.address) as channel:
@@ -252,18 +282,14 @@ def check_end_state(soak: Soak) -> tuple[int, int]:
                     break
                 time.sleep(0.5)
         lost = 0
-        meta = bearer(soak.keys["trainer"])
-        for head, version in sorted(soak.published):
+        for tenant, head, version in sorted(soak.published):
+            request = heads_pb2.PredictRequest(
+                head=head, version=version, inputs=[common_pb2.Input(text="refund")]
+            )
             try:
-                heads.Predict(
-                    heads_pb2.PredictRequest(
-                        head=head, version=version, inputs=[common_pb2.Input(text="refund")]
-                    ),
-                    metadata=meta,
-                    timeout=30,
-                )
+                heads.Predict(request, metadata=bearer(soak.keys[tenant]), timeout=30)
             except grpc.RpcError as error:
-                print(f"  LOST {head} v{version}: {error.code().name} {error.details()}")
+                print(f"  LOST {tenant}/{head} v{version}: {error.code().name} {error.details()}")
                 lost += 1
     return lost, stuck
 
@@ -286,6 +312,7 @@ def main() -> int:
         }
         soak = Soak(server, keys)
         soak.up.set()
+        flood_alone = _time_alone(server.address, keys["flood"], texts)
         workers = [
             threading.Thread(target=good_tenant, args=(soak,)),
             threading.Thread(target=flood_tenant, args=(soak, texts)),
@@ -321,10 +348,13 @@ def main() -> int:
             f"  {name:13s} ok {len(tally.latencies):6d}  failed {dict(sorted(tally.codes.items()))}"
         )
     print(f"faults injected: {fault_count[0]}")
-    print(f"versions published: {len(soak.published)}, jobs: {len(soak.jobs)}")
+    print(
+        f"versions checked (published, not deleted): {len(soak.published)}, jobs: {len(soak.jobs)}"
+    )
     print(
         f"good tenant 1-text Embed: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(good.latencies)} calls"
     )
+    print(f"one flood request alone (256 texts, the quiet server): {flood_alone * 1000:.0f} ms")
     print(f"good tenant refused while up: {refused}")
     print(f"lost heads: {lost}, stuck jobs: {stuck}")
     return 1 if lost or stuck or refused else 0

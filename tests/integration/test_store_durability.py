@@ -3,7 +3,6 @@ folder without a row, a full disk. Heads survive each, and `transferd repair` br
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 import subprocess
@@ -19,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from service.client import authed_channel, bearer
 from service.launcher import health_status
 from tests.integration.conftest import start_server, wait_for_job
+from tests.integration.small_disk import fill, tmpfs
 from tests.integration.store_helpers import (
     answers,
     code_of,
@@ -148,33 +148,9 @@ def test_a_folder_without_a_row_is_quarantined_and_repair_brings_it_back(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs mounted as the data folder (needs root, as here)."""
-    mount = tmp_path / "data"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    try:
+    """A 16 MiB tmpfs mounted as the data folder."""
+    with tmpfs(tmp_path / "data", 16) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(folder: Path) -> Path:
-    """Writes a file until the disk is full (bounded by the disk's size)."""
-    filler = folder / "filler"
-    chunk = b"\0" * 65536
-    with filler.open("wb") as handle:
-        for _ in range(16 * 1024 * 1024 // len(chunk) + 1):
-            try:
-                handle.write(chunk)
-                handle.flush()
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
-                break
-    return filler
 
 
 def test_a_full_disk_is_resource_exhausted_and_passes_when_space_is_freed(
@@ -187,7 +163,7 @@ def test_a_full_disk_is_resource_exhausted_and_passes_when_space_is_freed(
         with authed_channel(server.address, key) as channel:
             stub = heads_pb2_grpc.HeadServiceStub(channel)
             assert train(stub, "before").version == 1
-            filler = _fill(small_disk)
+            filler = fill(small_disk)
             print(f"filled the disk with {filler.stat().st_size / 2**20:.1f} MiB")
 
             refusals = []

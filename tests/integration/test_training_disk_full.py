@@ -4,9 +4,7 @@ job's row is final and the tenant's job slot is free."""
 
 from __future__ import annotations
 
-import errno
 import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from service.client import authed_channel
 from service.launcher import health_status
 from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
+from tests.integration.small_disk import fill, tmpfs
 from transferd.v1 import heads_pb2, heads_pb2_grpc
 
 ALL_TOPICS = labelled(topics()["train"])
@@ -35,33 +34,9 @@ ALLOWED_REFUSALS = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILA
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A DISK_MB tmpfs (root only), unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A DISK_MB tmpfs, unmounted afterwards."""
+    with tmpfs(tmp_path / "disk", DISK_MB) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Writes a file until the disk has no byte left; returns it."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as out:
-        for chunk in (1 << 20, 1 << 12, 1):
-            try:
-                for _ in range(DISK_MB << 20):  # bounded: more chunks than the disk holds
-                    out.write(b"\0" * chunk)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
-    return filler
 
 
 def stored_state(db: Path, job_id: str) -> str:
