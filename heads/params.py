@@ -120,7 +120,9 @@ def parse_params(specs: Mapping[str, ParamSpec], raw: Mapping[str, str]) -> dict
     for key in raw:
         if key not in specs:
             known = ", ".join(sorted(specs)) or "none"
-            raise InvalidParams(f"params[{cut(key)}]", f"unknown parameter; this kind takes: {known}")
+            raise InvalidParams(
+                f"params[{cut(key)}]", f"unknown parameter; this kind takes: {known}"
+            )
     values: dict[str, ParamValue] = {}
     for name, spec in specs.items():
         if name not in raw:

@@ -78,10 +78,14 @@ class Settings(BaseSettings):
         10_000, ge=2, description="Most distinct labels one head may have."
     )
     max_jobs_per_tenant: int = Field(
-        4, ge=1, description="Jobs one tenant may have queued or running (more: RESOURCE_EXHAUSTED)."
+        4,
+        ge=1,
+        description="Jobs one tenant may have queued or running (more: RESOURCE_EXHAUSTED).",
     )
     max_jobs_total: int = Field(
-        64, ge=1, description="Jobs the server may have queued or running (more: RESOURCE_EXHAUSTED)."
+        64,
+        ge=1,
+        description="Jobs the server may have queued or running (more: RESOURCE_EXHAUSTED).",
     )
     max_examples_per_job: int = Field(
         20_000, ge=2, description="Most examples one TrainHead request may carry."
@@ -180,7 +184,9 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often Triton's readiness is checked (feeds gRPC health)."
     )
     triton_startup_timeout_s: float = Field(
-        120.0, ge=0, description="At start-up: how long to wait for the model to be ready on Triton."
+        120.0,
+        ge=0,
+        description="At start-up: how long to wait for the model to be ready on Triton.",
     )
     triton_max_calls_in_flight: int = Field(
         16,

@@ -78,7 +78,9 @@ def get_kind(name: str, task: Task | None = None) -> HeadKind:
     if kind is None and name in _UNAVAILABLE:
         raise InvalidParams("kind", f"kind {shown(name)} {_UNAVAILABLE[name]}")
     if kind is None:
-        raise InvalidParams("kind", f"unknown kind {shown(name)}; known: {', '.join(available_kinds())}")
+        raise InvalidParams(
+            "kind", f"unknown kind {shown(name)}; known: {', '.join(available_kinds())}"
+        )
     if task is not None and task not in kind.tasks:
         supporting = sorted(k.name for k in _REGISTRY.values() if task in k.tasks)
         raise InvalidParams(
