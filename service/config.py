@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads per backbone (0: one per core)."
     )
+    inference_lanes: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Inference calls an embedded backbone runs at once, each for a different "
+        "tenant: a tenant's small request runs beside another tenant's long call instead of "
+        "behind it (1: one call at a time).",
+    )
     preprocess_threads: int = Field(
         0, ge=0, description="Threads that tokenize text inputs (0: one per core)."
     )

@@ -91,8 +91,11 @@ class FairBatcher(Generic[Item, Result]):
         cost: What a group costs the runtime, in the unit of `quantum`.
         fits: Whether a group may join a call holding `call` items (False: one group a call).
         quantum: The cost of one full call (each tenant's credit per turn).
-        max_in_flight: Calls running at once (1 for ONNX Runtime; more for Triton, which
+        max_in_flight: Calls running at once (ONNX Runtime: its lanes; more for Triton, which
             batches concurrent calls itself; the pool size for decoders).
+        one_call_per_tenant: A tenant with a call in flight sits out the next ones, so the other
+            lanes are kept for other tenants: a small request runs beside another tenant's
+            long call instead of behind it (ONNX Runtime; one tenant alone gets one lane).
         max_wait_s: How long an idle batcher waits for more work before the first call.
         fill_items: Items that end that wait early (a full call).
         coalesce_items: Most items of a tenant's queued requests planned together (0: each
@@ -113,6 +116,7 @@ class FairBatcher(Generic[Item, Result]):
         fill_items: int = 1,
         coalesce_items: int = 0,
         depth_gauge: bool = True,
+        one_call_per_tenant: bool = False,
     ) -> None:
         self._name = name
         self._run = run
@@ -125,6 +129,8 @@ class FairBatcher(Generic[Item, Result]):
         self._fill_items = fill_items
         self._coalesce_items = min(coalesce_items, PLAN_ON_LOOP_ITEMS)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._one_call_per_tenant = one_call_per_tenant
+        self._tenants_in_flight: dict[asyncio.Task[None], frozenset[str]] = {}
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.QUEUE_DEPTH.labels(backbone=name) if depth_gauge else None
@@ -224,19 +230,30 @@ class FairBatcher(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         while True:
             idle = not self._queue and not self._in_flight
-            while not self._queue or len(self._in_flight) >= self._max_in_flight:
+            while (
+                not self._queue.waiting(self._busy()) or len(self._in_flight) >= self._max_in_flight
+            ):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if idle and not self._in_flight and self._max_wait_s > 0:
                 # Only after idling: under load, work gathers while the call in flight runs.
                 await self._fill(loop)
-            call, dropped = self._queue.pop_call(self._entry_fits, _alive_at(loop.time()))
+            call, dropped = self._queue.pop_call(
+                self._entry_fits, _alive_at(loop.time()), self._busy()
+            )
             self._drop(dropped)
             self._show_depth()
             if call:
                 task = loop.create_task(self._run_call([entry.work for entry in call]))
                 self._in_flight.add(task)
+                self._tenants_in_flight[task] = frozenset(entry.tenant for entry in call)
                 task.add_done_callback(self._call_done)
+
+    def _busy(self) -> frozenset[str]:
+        """Tenants that sit out the next call: those with a call in flight, when one each."""
+        if not self._one_call_per_tenant:
+            return frozenset()
+        return frozenset().union(*self._tenants_in_flight.values())
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """An idle batcher waits a moment for more requests to share the first call."""
@@ -291,6 +308,7 @@ class FairBatcher(Generic[Item, Result]):
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._tenants_in_flight.pop(task, None)
         if self._wakeup is not None:
             self._wakeup.set()
 

@@ -20,7 +20,7 @@ the tenants already waiting, before the one just served.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -67,6 +67,10 @@ class FairQueue(Generic[Work]):
     def __bool__(self) -> bool:
         return bool(self._ring)
 
+    def waiting(self, busy: Collection[str] = ()) -> bool:
+        """Whether a tenant outside `busy` has work queued."""
+        return any(tenant not in busy for tenant in self._ring)
+
     def tenants(self) -> list[str]:
         """Busy tenants in the order the next call visits them."""
         return list(self._ring)
@@ -107,6 +111,7 @@ class FairQueue(Generic[Work]):
         self,
         fits: Callable[[list[Entry[Work]], Entry[Work]], bool],
         alive: Callable[[Work], bool],
+        busy: Collection[str] = (),
     ) -> tuple[list[Entry[Work]], list[Entry[Work]]]:
         """Takes the entries of the next call, tenants in turn.
 
@@ -114,21 +119,26 @@ class FairQueue(Generic[Work]):
             fits: Whether an entry may join a call that already holds some (never asked for the
                 first entry: a lone entry always fits, it was planned within the call limits).
             alive: Whether an entry's work is still wanted; dead entries are dropped on the way.
+            busy: Tenants that sit this call out (they have a call in flight already).
 
         Returns:
-            The call's entries (empty when nothing alive is queued), and the dead entries dropped.
+            The call's entries (empty when nothing alive is queued for a tenant that is not
+            busy), and the dead entries dropped.
         """
         call: list[Entry[Work]] = []
         dropped: list[Entry[Work]] = []
         opener: str | None = None
         # Passes over the ring until someone takes part: each pass credits every tenant it
         # visits once, so a tenant in debt sits out turns until its credit covers its entry.
-        while self._ring and not call:
+        while self.waiting(busy) and not call:
             credited: set[str] = set()
             index = 0
             full = False
             while index < len(self._ring) and not full:
                 tenant = self._ring[index]
+                if tenant in busy:
+                    index += 1
+                    continue
                 queue = self._queues[tenant]
                 while queue:
                     entry = queue[0]

@@ -107,6 +107,7 @@ def _runtime(
         threads=settings.effective_threads(settings.inference_threads),
         max_wait_s=settings.batch_wait_ms / 1000,
         fill_items=settings.max_batch_size,
+        lanes=settings.inference_lanes,
     )
 
 

@@ -130,8 +130,11 @@ class Recorder:
         return np.array([[k, k] for k in items], dtype=np.float32)
 
 
-def _batcher(run: Recorder, size: int = 4, wait: float = 0.0) -> FairBatcher[int, np.ndarray]:
-    """Calls of at most `size` items; a request is planned in groups of `size`."""
+def _batcher(
+    run: Recorder, size: int = 4, wait: float = 0.0, lanes: int = 1
+) -> FairBatcher[int, np.ndarray]:
+    """Calls of at most `size` items; a request is planned in groups of `size`; with `lanes`,
+    one call per tenant runs at a time."""
     return FairBatcher(
         "test",
         run,
@@ -143,6 +146,8 @@ def _batcher(run: Recorder, size: int = 4, wait: float = 0.0) -> FairBatcher[int
         quantum=float(size),
         max_wait_s=wait,
         fill_items=size,
+        max_in_flight=lanes,
+        one_call_per_tenant=lanes > 1,
     )
 
 
@@ -182,6 +187,41 @@ def test_a_large_request_is_split_and_another_tenant_goes_next() -> None:
     assert len(run.calls) == 11  # 10 calls of a's 40 items, 1 of b's
     assert run.calls.index([7]) == 1  # right after the call in flight
     assert all(len(call) <= 4 for call in run.calls)
+
+
+def test_another_tenants_request_runs_beside_a_long_call_in_a_free_lane() -> None:
+    """Two lanes: b's request does not wait for a's call in flight; a never takes both lanes."""
+    run = Recorder(delay=0.2)
+    in_flight: list[list[int]] = []
+    overlaps: list[tuple[list[int], ...]] = []  # the calls in flight whenever one starts
+
+    async def tracked(items: list[int]) -> np.ndarray:
+        in_flight.append(items)
+        overlaps.append(tuple(in_flight))
+        try:
+            return await run(items)
+        finally:
+            in_flight.remove(items)
+
+    async def scenario() -> float:
+        batcher = _batcher(run, size=4, lanes=2)
+        batcher._run = tracked  # the recorder, counting overlaps
+        batcher.start()
+        large = asyncio.ensure_future(batcher.submit("a", list(range(100, 112))))
+        await asyncio.sleep(0.05)  # a's first call is in flight
+        started = asyncio.get_running_loop().time()
+        assert (await batcher.submit("b", [7]))[0][0] == 7
+        waited = asyncio.get_running_loop().time() - started
+        await large
+        await batcher.close()
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert waited < 0.3  # its own call only (0.2 s), not a's in flight as well
+    assert run.calls[1] == [7]
+    assert ([100, 101, 102, 103], [7]) in overlaps  # b ran beside a's first call
+    # a's three calls ran one after another: never two of a's at once.
+    assert all(sum(call[0] >= 100 for call in calls) <= 1 for calls in overlaps)
 
 
 def test_an_error_reaches_every_request_of_the_call_and_the_batcher_lives_on() -> None:
