@@ -17,7 +17,12 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from service.api import wire
-from service.api.request_limits import MAX_OTHER_FIELDS, OFF_LOOP_BYTES, MethodLimits
+from service.api.request_limits import (
+    MAX_OTHER_FIELDS,
+    OFF_LOOP_BYTES,
+    MethodLimits,
+    NestedLimit,
+)
 from service.errors import InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,31 @@ def check_and_parse(method: str, raw: bytes, limits: MethodLimits, parse: Parse)
             raise InvalidArgument("request", f"has more than {over.limit} unexpected fields")
         name, limit = limits.repeated[over.field_number]
         raise InvalidArgument(name, f"more than {limit} given; at most {limit} per request")
+    if limits.nested is not None:
+        _check_nested(method, raw, limits.nested)
     try:
         return parse(raw)
     except DecodeError as error:  # e.g. a string field that is not valid UTF-8
         log.warning("malformed %s request (%d bytes): %s", method, len(raw), error)
         raise InvalidArgument("request", "is not a valid protobuf message") from None
+
+
+def _check_nested(method: str, raw: bytes, nested: NestedLimit) -> None:
+    (outer, outer_number), (inner, inner_number) = nested.outer, nested.inner
+    try:
+        over = wire.count_nested(raw, outer_number, inner_number, nested.per_element, nested.in_all)
+    except wire.MalformedMessage as error:
+        log.warning("malformed %s request (%d bytes): %s", method, len(raw), error)
+        raise InvalidArgument("request", "is not a valid protobuf message") from None
+    if over is None:
+        return
+    if over.index is None:
+        raise InvalidArgument(
+            outer, f"more than {over.limit} {inner} in all; at most {over.limit} per request"
+        )
+    raise InvalidArgument(
+        f"{outer}[{over.index}].{inner}", f"more than {over.limit} given; at most {over.limit}"
+    )
 
 
 class RequestDecoder:

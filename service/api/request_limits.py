@@ -22,8 +22,29 @@ ELEMENT_OVERHEAD_BYTES = 1024
 # A legitimate message has a handful of singular fields besides its repeated ones.
 MAX_OTHER_FIELDS = 64
 MAX_PARAMS = 64
+# Multi-label examples carry a few labels each; all examples of a request together may carry this
+# many on average (each label decodes to a Python string: the bytes limit alone allows ~30
+# million one-character labels, gigabytes once decoded).
+LABELS_PER_EXAMPLE_IN_ALL = 64
 # Above this size a request is decoded and converted off the event loop.
 OFF_LOOP_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class NestedLimit:
+    """A repeated field inside the elements of a repeated message field (labels of examples).
+
+    Attributes:
+        outer: (name, number) of the repeated message field, e.g. ("examples", 4).
+        inner: (name, number) of the repeated field inside it, e.g. ("labels", 3).
+        per_element: Most inner elements in one outer element.
+        in_all: Most inner elements in the whole request.
+    """
+
+    outer: tuple[str, int]
+    inner: tuple[str, int]
+    per_element: int
+    in_all: int
 
 
 @dataclass(frozen=True)
@@ -33,10 +54,12 @@ class MethodLimits:
     Attributes:
         max_bytes: The largest serialized request.
         repeated: Field number → (field name, most elements), counted on the raw message.
+        nested: A repeated field inside repeated messages, also counted on the raw message.
     """
 
     max_bytes: int
     repeated: dict[int, tuple[str, int]] = field(default_factory=dict)
+    nested: NestedLimit | None = None
 
     @property
     def counts(self) -> dict[int, int]:
@@ -86,6 +109,12 @@ def method_limits(settings: Settings, max_item_bytes: int) -> dict[str, MethodLi
             **_field(train, "examples", settings.max_examples_per_job),
             **_field(train, "params", MAX_PARAMS),
         },
+        NestedLimit(
+            ("examples", train.fields_by_name["examples"].number),
+            ("labels", heads_pb2.Example.DESCRIPTOR.fields_by_name["labels"].number),
+            per_element=settings.max_labels_per_head,
+            in_all=LABELS_PER_EXAMPLE_IN_ALL * settings.max_examples_per_job,
+        ),
     )
     return {
         "/transferd.v1.EmbeddingService/Embed": inputs,

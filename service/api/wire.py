@@ -97,3 +97,58 @@ def count_top_level(
                 return OverLimit(0, max_other_fields)
         at = _skip(data, at, wire_type)
     return None
+
+
+@dataclass(frozen=True)
+class NestedOverLimit:
+    """Too many elements of a field inside the elements of a repeated message field.
+
+    `index` is the outer element over `limit` on its own, or None when all of them together are
+    over `limit` (counting stopped there).
+    """
+
+    index: int | None
+    limit: int
+
+
+def count_nested(
+    data: bytes, outer: int, inner: int, per_element: int, in_all: int
+) -> NestedOverLimit | None:
+    """Counts field `inner` inside every element of the repeated message field `outer`.
+
+    For the repeated fields of repeated messages (the labels of every example): each element may
+    hold at most `per_element` of them, and all elements together at most `in_all`. Call it after
+    `count_top_level`, which bounds the number of outer elements.
+
+    Raises:
+        MalformedMessage: the bytes are not well-formed at the top level or inside an element.
+    """
+    total = 0
+    index = -1
+    at = 0
+    end = len(data)
+    while at < end:
+        tag, at = _varint(data, at)
+        number, wire_type = tag >> 3, tag & 7
+        if number != outer or wire_type != LEN:
+            at = _skip(data, at, wire_type)
+            continue
+        index += 1
+        length, at = _varint(data, at)
+        element_end = at + length
+        if element_end > end:
+            raise MalformedMessage("truncated field")
+        count = 0
+        while at < element_end:
+            inner_tag, at = _varint(data, at)
+            if inner_tag >> 3 == inner:
+                count += 1
+                total += 1
+                if count > per_element:
+                    return NestedOverLimit(index, per_element)
+                if total > in_all:
+                    return NestedOverLimit(None, in_all)
+            at = _skip(data, at, inner_tag & 7)
+        if at != element_end:
+            raise MalformedMessage("a field runs past its message")
+    return None

@@ -137,6 +137,28 @@ def test_three_million_examples_are_refused_at_once(limits_server, key) -> None:
     assert slowest_health < 1.0, slowest_health
 
 
+def test_a_label_bomb_inside_one_example_is_refused_before_decoding(limits_server, key) -> None:
+    """Five million 2-letter labels in one example (20 MB) would be gigabytes of strings."""
+    labels = bytes([3 << 3 | 2, 2]) + b"ab"  # Example.labels = "ab"
+    example = labels * 5_000_000
+    length, size = bytearray(), len(example)
+    while True:  # the example's length as a varint
+        length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not size:
+            break
+    body = heads_pb2.TrainHeadRequest(head="bomb", backbone=BACKBONE).SerializeToString()
+    body += bytes([4 << 3 | 2]) + bytes(length) + example
+    before = _rss_bytes(limits_server)
+    error, slowest_health = _while_probed(
+        limits_server.address, lambda: _send_raw(limits_server.address, TRAIN, body, bearer(key))
+    )
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("examples[0].labels: more than 10000 given")
+    assert slowest_health < 1.0, slowest_health
+    assert _rss_bytes(limits_server) - before < 200 * 1024 * 1024
+
+
 def test_small_methods_have_small_receive_limits(limits_server, key) -> None:
     body = heads_pb2.GetJobRequest(job_id="j" * 1_000_000).SerializeToString()
     error = _send_raw(limits_server.address, GET_JOB, body, bearer(key))

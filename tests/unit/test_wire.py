@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from service.api.wire import MalformedMessage, OverLimit, count_top_level
+from service.api.wire import (
+    MalformedMessage,
+    NestedOverLimit,
+    OverLimit,
+    count_nested,
+    count_top_level,
+)
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2
 
 INPUTS = embedding_pb2.EmbedRequest.DESCRIPTOR.fields_by_name["inputs"].number
@@ -62,3 +68,53 @@ def test_ten_million_elements_cost_no_more_than_the_limit() -> None:
     legit_s = time.perf_counter() - started
     # Counting stops at the limit: the hostile message costs about what the largest legit one does.
     assert hostile_s < 5 * legit_s + 0.01
+
+
+EXAMPLES = heads_pb2.TrainHeadRequest.DESCRIPTOR.fields_by_name["examples"].number
+LABELS = heads_pb2.Example.DESCRIPTOR.fields_by_name["labels"].number
+
+
+def _train(labels_per_example: list[int]) -> bytes:
+    return heads_pb2.TrainHeadRequest(
+        head="h",
+        examples=[
+            heads_pb2.Example(
+                input=common_pb2.Input(text="x"), labels=[f"l{i}" for i in range(count)]
+            )
+            for count in labels_per_example
+        ],
+    ).SerializeToString()
+
+
+def test_nested_labels_are_counted_per_example_and_in_all() -> None:
+    data = _train([3, 5, 2])
+    assert count_nested(data, EXAMPLES, LABELS, per_element=5, in_all=10) is None
+    assert count_nested(data, EXAMPLES, LABELS, per_element=4, in_all=10) == NestedOverLimit(1, 4)
+    assert count_nested(data, EXAMPLES, LABELS, per_element=5, in_all=7) == NestedOverLimit(None, 7)
+
+
+def test_a_label_bomb_costs_no_more_than_the_limit() -> None:
+    # One example holding ten million empty labels: 20 MB on the wire.
+    example = bytes([LABELS << 3 | 2, 0]) * 10_000_000
+    data = bytes([EXAMPLES << 3 | 2]) + _varint_bytes(len(example)) + example
+    started = time.perf_counter()
+    assert count_nested(data, EXAMPLES, LABELS, per_element=10_000, in_all=10**6) == (
+        NestedOverLimit(0, 10_000)
+    )
+    assert time.perf_counter() - started < 1.0
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_an_element_that_overruns_its_length_is_malformed() -> None:
+    inner = bytes([LABELS << 3 | 2, 5]) + b"ab"  # a label claiming 5 bytes, holding 2
+    data = bytes([EXAMPLES << 3 | 2, len(inner)]) + inner + b"\x0a\x01h"
+    with pytest.raises(MalformedMessage):
+        count_nested(data, EXAMPLES, LABELS, per_element=5, in_all=10)
