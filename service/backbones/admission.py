@@ -16,10 +16,9 @@ from service import metrics
 from service.errors import ResourceExhausted
 from service.tenancy.principal import current_principal
 
-# Whose work it is when there is no authenticated caller (in-process use, tests) or the caller
-# is the admin key (which has no tenant). Neither is a valid tenant name.
+# Whose work it is when there is no authenticated tenant (in-process use, tests; the admin key
+# never gets here: the servicers refuse it). Not a valid tenant name.
 LOCAL_TENANT = "~local"
-ADMIN_TENANT = "~admin"
 
 
 def calling_tenant() -> str:
@@ -28,7 +27,7 @@ def calling_tenant() -> str:
         principal = current_principal()
     except RuntimeError:
         return LOCAL_TENANT
-    return principal.tenant if principal.tenant is not None else ADMIN_TENANT
+    return principal.tenant or LOCAL_TENANT
 
 
 def text_tokens_bound(text: str, max_sequence_length: int) -> int:
