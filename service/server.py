@@ -133,11 +133,10 @@ class Server:
         )
         heads_pb2_grpc.add_HeadServiceServicer_to_server(
             HeadServicer(
-                self.embedder, self.jobs, self.registry, predictor,
-                settings.max_examples_per_job, self._transport_pool,
+                self.embedder, self.jobs, self.registry, predictor, self._transport_pool
             ),
             self._grpc,
-        )  # fmt: skip
+        )
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
             TenantServicer(self.directory), self._grpc
         )

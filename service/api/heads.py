@@ -29,14 +29,12 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         jobs: JobManager,
         registry: HeadRegistry,
         predictor: Predictor,
-        max_examples: int,
         executor: Executor,
     ) -> None:
         self._embedder = embedder
         self._jobs = jobs
         self._registry = registry
         self._predictor = predictor
-        self._max_examples = max_examples
         self._executor = executor  # large conversions, off the event loop
 
     async def TrainHead(
@@ -62,7 +60,6 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
             targets=[target_from_pb(e) for e in request.examples],
             params=dict(request.params),
             validation_fraction=fraction,
-            max_examples=self._max_examples,
             limits=self._jobs.training_limits,
         )
 

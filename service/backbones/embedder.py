@@ -24,7 +24,6 @@ from service.backbones.image_decoding import ImageDecoder
 from service.backbones.inputs import (
     Input,
     InputLimits,
-    TextInput,
     check_count,
     check_image,
     check_text,
@@ -150,18 +149,25 @@ class Embedder:
             if tenant == request_context.TRAINING_TENANT
             else request_context.current_deadline()
         )
-        with served.admission.admit(tenant, self._cost(served, inputs)):
+        if served.image is not None:
+            # Each image's cost is its declared pixels, read once from its header.
+            images = [item.data for item in inputs]  # type: ignore[union-attr] - checked above
+            tasks = [
+                (data, where, served.image.declared_pixels(data))
+                for data, where in zip(images, wheres, strict=True)
+            ]
+            cost = sum(pixels for _data, _where, pixels in tasks)
+        else:
+            length = served.card.max_sequence_length or 1
+            texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
+            cost = sum(text_tokens_bound(text, length) for text in texts)
+        with served.admission.admit(tenant, cost):
             if served.image is not None:
                 assert served.decoder is not None, "an image backbone has a decoder"
-                tasks = []
-                for item, where in zip(inputs, wheres, strict=True):
-                    data = check_image(item, "", where)
-                    tasks.append((data, where, served.image.declared_pixels(data)))
                 items: list[Any] = await served.decoder.decode(tenant, tasks, deadline)
                 truncated = [0] * len(items)
             else:
                 assert served.text is not None, "a backbone is either text or image"
-                texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
                 loop = asyncio.get_running_loop()
                 tokenized = await loop.run_in_executor(
                     self._preprocess, served.text.tokenize, texts
@@ -171,14 +177,3 @@ class Embedder:
             vectors = await served.runtime.embed(items, tenant, deadline)
         metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(items))
         return EmbedResult(served.card, vectors, truncated)
-
-    @staticmethod
-    def _cost(served: ServedBackbone, inputs: list[Input]) -> int:
-        """What the request costs the backbone, from the raw inputs: tokens or declared pixels."""
-        if served.image is not None:
-            image = served.image
-            return sum(image.declared_pixels(check_image(item, "", "")) for item in inputs)
-        length = served.card.max_sequence_length or 1
-        return sum(
-            text_tokens_bound(item.text, length) for item in inputs if isinstance(item, TextInput)
-        )

@@ -30,7 +30,7 @@ from service.jobs.model import JobSnapshot, JobState, TrainingRequest
 from service.jobs.pipeline import JobCancelled, run_training
 from service.jobs.scheduler import FairQueue
 from service.jobs.store import JobStore
-from service.jobs.validation import TrainingLimits, check_training_limits
+from service.jobs.validation import TrainingLimits
 from service.jobs.writer import JobWriter
 from service.store.database import utcnow
 from service.store.registry import HeadRegistry
@@ -111,14 +111,13 @@ class JobManager:
             log.warning("failed %d job(s) interrupted by a restart", count)
 
     async def submit(self, tenant: str, request: TrainingRequest) -> JobSnapshot:
-        """Admits a validated request as a queued job.
+        """Admits a request that `validate_training_request` passed (with `training_limits`) as a
+        queued job.
 
         Raises:
-            InvalidArgument: Over a label limit or the compute budget (it could never run).
             ResourceExhausted: Over a job limit or a head quota; or the job cannot be stored
                 (a full disk): then nothing is queued and nothing counts against the tenant.
         """
-        check_training_limits(request, self._limits.training)
         async with self._admission:
             if self._active(tenant) >= self._limits.max_active_per_tenant:
                 raise ResourceExhausted(

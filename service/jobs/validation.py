@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from heads import (
     DEFAULT_COST_CAPS,
@@ -48,32 +48,28 @@ def validate_training_request(
     targets: list[Target | MissingTarget | ConflictingTargets],
     params: dict[str, str],
     validation_fraction: float,
-    max_examples: int | None = None,
-    limits: TrainingLimits | None = None,
+    limits: TrainingLimits,
 ) -> TrainingRequest:
     """Checks everything that can be checked before embedding: names, limits, inputs, targets,
     kind, params, labels and the compute budget. Raises InvalidArgument naming the field.
 
-    Without ``limits``, the label and budget limits are left to `check_training_limits`, which
-    `JobManager.submit` always runs with the server's settings.
+    CPU work over every example: call it off the event loop (the TrainHead servicer does).
     """
     check_head_name(head)
     served = embedder.get(backbone)
-    if max_examples is None:
-        max_examples = (limits or TrainingLimits()).max_examples
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
-    if len(inputs) > max_examples:
+    if len(inputs) > limits.max_examples:
         raise InvalidArgument(
-            "examples", f"{len(inputs)} examples exceed the limit of {max_examples} per job"
+            "examples",
+            f"{len(inputs)} examples exceed the limit of {limits.max_examples} per job",
         )
     for index, target in enumerate(targets):
         if isinstance(target, MissingTarget):
             raise InvalidArgument(f"examples[{index}]", "one of label, labels or value is required")
         if isinstance(target, ConflictingTargets):
             raise InvalidArgument(f"examples[{index}]", "set only one of label, labels or value")
-    if limits is not None:
-        check_labels(targets, limits)  # type: ignore[arg-type] - markers were refused above
+    check_labels(targets, limits)  # type: ignore[arg-type] - markers were refused above
     _check_inputs(embedder, served.card.name, inputs)
     try:
         resolved_kind, _task = check_request(kind, targets, params, validation_fraction)
@@ -91,20 +87,8 @@ def validate_training_request(
         validation_fraction=validation_fraction,
         embedding_dim=served.card.dim,
     )
-    if limits is not None:
-        check_cost_limit(request, replace(limits, max_examples=max_examples))
-    return request
-
-
-def check_training_limits(request: TrainingRequest, limits: TrainingLimits) -> None:
-    """The label limits and the compute budget of a validated request.
-
-    Raises:
-        InvalidArgument: Naming the label (``examples[i].label``, ``examples[i].labels[j]``) or
-            the params fields that drive the cost, stating the estimate and the cap.
-    """
-    check_labels(request.targets, limits)
     check_cost_limit(request, limits)
+    return request
 
 
 def check_labels(targets: Sequence[Target], limits: TrainingLimits) -> None:

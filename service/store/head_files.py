@@ -9,6 +9,7 @@ version folder without a row is moved to `heads/.quarantine/<stamp>/…`, never 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -39,6 +40,15 @@ def _write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+# Why a version cannot serve when its ONNX bytes are not the ones its card was published with.
+CHECKSUM_DAMAGE = "its ONNX file fails the card's checksum"
+
+
+def onnx_damage(onnx: bytes, card: HeadCard) -> str | None:
+    """`CHECKSUM_DAMAGE` when `onnx` is not the file `card` was published with, else None."""
+    return None if hashlib.sha256(onnx).hexdigest() == card.onnx_sha256 else CHECKSUM_DAMAGE
 
 
 def new_stamp() -> str:

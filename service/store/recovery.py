@@ -68,7 +68,7 @@ def check_before_open(data_dir: Path) -> None:
         raise StoreNeedsRepair(needs_repair_message(data_dir, heads))
 
 
-def _rows(session: Session) -> dict[tuple[str, str, int], bool]:
+def head_rows(session: Session) -> dict[tuple[str, str, int], bool]:
     """Every head row, live or tombstone: (tenant, name, version) -> deleted."""
     query = select(HeadRow.tenant, HeadRow.name, HeadRow.version, HeadRow.deleted_at)
     return {(t, n, v): deleted is not None for t, n, v, deleted in session.execute(query)}
@@ -90,7 +90,7 @@ def recover_at_start_up(db: Database, files: HeadFiles) -> SweepReport:
     Raises:
         StoreNeedsRepair: the database has no head row while head folders have valid cards.
     """
-    rows = db.call(_rows)
+    rows = db.call(head_rows)
     if not rows:
         heads = count_valid_heads(files)
         if heads:

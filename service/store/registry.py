@@ -7,7 +7,6 @@ found, exactly like one that never existed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from concurrent.futures import Executor
@@ -27,7 +26,7 @@ from service.errors import (
 )
 from service.store.database import Database, utcnow
 from service.store.head_cache import HeadCache
-from service.store.head_files import HeadFiles
+from service.store.head_files import HeadFiles, onnx_damage
 from service.store.recovery import SweepReport, recover_at_start_up
 from service.store.schema import HeadRow
 
@@ -293,8 +292,9 @@ class HeadRegistry:
             raise _Damaged("its card file is unreadable") from None
         if on_disk.to_dict() != stored.to_dict():
             raise _Damaged("its card file differs from the registry's")
-        if hashlib.sha256(onnx).hexdigest() != on_disk.onnx_sha256:
-            raise _Damaged("its ONNX file fails the card's checksum")
+        damage = onnx_damage(onnx, on_disk)
+        if damage is not None:
+            raise _Damaged(damage)
         try:
             return LoadedHead.from_bytes(on_disk, onnx)
         except HeadFormatError:

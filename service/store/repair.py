@@ -15,7 +15,6 @@ be recovered: the report names the tenants that need new keys.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +24,19 @@ from sqlalchemy.orm import Session
 
 from heads import HeadCard
 from service.store.database import Database, set_aside_stale_wal, utcnow
-from service.store.head_files import ONNX_FILE, HeadFiles, VersionFolder, new_stamp
+from service.store.head_files import (
+    CHECKSUM_DAMAGE,
+    ONNX_FILE,
+    HeadFiles,
+    VersionFolder,
+    new_stamp,
+    onnx_damage,
+)
+from service.store.recovery import head_rows
 from service.store.registry import HEAD_NAME
 from service.store.schema import ApiKeyRow, HeadRow, TenantRow
 from service.tenancy.directory import TENANT_NAME
 
-CHECKSUM_DAMAGE = "its ONNX file fails the card's checksum"
 MISSING_DAMAGE = "its ONNX file is missing"
 
 
@@ -70,13 +76,7 @@ def _damage(found: Path, card: HeadCard) -> str | None:
         onnx = (found / ONNX_FILE).read_bytes()
     except FileNotFoundError:
         return MISSING_DAMAGE
-    return None if hashlib.sha256(onnx).hexdigest() == card.onnx_sha256 else CHECKSUM_DAMAGE
-
-
-def _row_keys(session: Session) -> set[tuple[str, str, int]]:
-    """Every version that has a row, live or tombstone."""
-    query = select(HeadRow.tenant, HeadRow.name, HeadRow.version)
-    return {(t, n, v) for t, n, v in session.execute(query)}
+    return onnx_damage(onnx, card)
 
 
 def _label(found: VersionFolder) -> str:
@@ -88,7 +88,8 @@ class _Repairer:
         self._db = db
         self._files = files
         self._report = report
-        self._rows: set[tuple[str, str, int]] = db.call(_row_keys)
+        # Every version that has a row, live or tombstone.
+        self._rows: set[tuple[str, str, int]] = set(db.call(head_rows))
 
     def _valid(self, found: VersionFolder) -> HeadCard | None:
         card = found.card()
