@@ -42,13 +42,13 @@ serve: model
 
 # A no-op when the environment exists for the current ONNX Runtime version.
 triton-env: setup
-	$(BIN)/python -m service.backbones.triton_python_env $(TRITON_PYTHON_ENV)
+	$(BIN)/python -m devtools.triton.python_env $(TRITON_PYTHON_ENV)
 
 # A local CPU tritonserver in the foreground over the CPU flavour of $(MODEL_REPO), on
 # TRITON_GRPC_PORT / TRITON_HTTP_PORT / TRITON_METRICS_PORT (8001 / 8000 / 8002), bound to
 # TRITON_ADDRESS (127.0.0.1). Then: TRANSFERD_RUNTIME=triton TRANSFERD_TRITON_URL=localhost:8001 make serve
 triton: model triton-env
-	$(BIN)/python -m service.backbones.triton_local --model-repo $(MODEL_REPO) \
+	$(BIN)/python -m devtools.triton.local --model-repo $(MODEL_REPO) \
 		--workdir build/triton --python-env $(TRITON_PYTHON_ENV)
 
 test: model triton-env

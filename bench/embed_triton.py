@@ -18,11 +18,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import checkout  # noqa: F401 - devtools from the checkout
 import numpy as np
 from embed import BACKBONE, best_throughput, grpc_contender
 
-from service.backbones.triton_process import TritonProcess, model_counters
-from service.launcher import ServerProcess
+from devtools.launcher import ServerProcess
+from devtools.triton.process import TritonProcess, model_counters
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_ENV = ROOT / "build" / "triton-python-env"

@@ -28,10 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import checkout  # noqa: F401 - devtools from the checkout
 import grpc
 
-from service.client import bearer
-from service.launcher import ServerProcess
+from devtools.client import bearer
+from devtools.launcher import ServerProcess
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"

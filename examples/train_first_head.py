@@ -14,8 +14,13 @@ import sys
 
 import grpc
 
-from service.client import bearer
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+
+
+def bearer(secret: str) -> tuple[tuple[str, str], ...]:
+    """The metadata that authenticates a call: every RPC carries its API key this way."""
+    return (("authorization", f"Bearer {secret}"),)
+
 
 # A few labelled examples per label is enough: the backbone already knows what sentences mean.
 EXAMPLES = {

@@ -106,8 +106,8 @@ def _export_hf(args: argparse.Namespace, settings: Settings) -> None:
         sys.exit("transferd: --hf-model and --name go together")
     if getattr(args, "fp16", False):
         sys.exit("transferd: --fp16 applies to the default MiniLM export only")
-    from service.backbones.export import ExportVerificationError
-    from service.backbones.export.hf import HfExportError, export_hf_model
+    from service.export import ExportVerificationError
+    from service.export.hf import HfExportError, export_hf_model
 
     try:
         outcome = export_hf_model(
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.pooling or args.max_sequence_length or args.normalize is not None:
             sys.exit("transferd: --pooling, --max-sequence-length and --normalize need --hf-model")
-        from service.backbones.export import export_default_backbones  # torch: export only
+        from service.export import export_default_backbones  # torch: export only
 
         for outcome in export_default_backbones(
             settings.model_repo, force=args.force, fp16=args.fp16
@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     _configure_logging(settings.log_level)
-    from service.backbones.embedded import BackboneLoadError
     from service.backbones.repository import ModelRepositoryError
+    from service.backbones.runtimes.base import BackboneLoadError
     from service.server import serve
     from service.store.recovery import StoreNeedsRepair
 

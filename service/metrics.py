@@ -69,6 +69,11 @@ DATABASE_INTACT = Gauge(
     "transferd_database_intact",
     "1 while the database file is the one opened at start-up; 0 once removed or replaced.",
 )
+WARM_UP_CALLS = Counter(
+    "transferd_warm_up_calls",
+    "Warm-up inference calls run at start-up, before the backbone reported ready.",
+    ["backbone"],
+)
 BACKBONE_READY = Gauge(
     "transferd_backbone_ready", "1 when the backbone can serve, else 0.", ["backbone", "runtime"]
 )

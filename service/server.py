@@ -16,12 +16,12 @@ from service.api.decoding import RequestDecoder
 from service.api.embedding import EmbeddingServicer
 from service.api.heads import HeadServicer
 from service.api.interceptors import GatewayInterceptor
+from service.api.readiness import HealthFollower
 from service.api.request_limits import SMALL, largest_input_bytes, method_limits
 from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
-from service.backbones.readiness import HealthFollower
 from service.config import Settings
 from service.jobs.manager import JobLimits, JobManager
 from service.jobs.store import JobStore
@@ -71,7 +71,7 @@ class Server:
             max_workers=settings.training_workers, thread_name_prefix="training"
         )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
-        self.embedder = Embedder(build_backbones(settings), limits, self._preprocess)
+        self.embedder = Embedder(build_backbones(settings, self._preprocess), limits)
         # A missing database beside existing heads is refused before anything is created.
         check_before_open(settings.data_dir)
         self.db = Database(settings.data_dir)
@@ -132,9 +132,7 @@ class Server:
             EmbeddingServicer(self.embedder, self._transport_pool), self._grpc
         )
         heads_pb2_grpc.add_HeadServiceServicer_to_server(
-            HeadServicer(
-                self.embedder, self.jobs, self.registry, predictor, self._transport_pool
-            ),
+            HeadServicer(self.embedder, self.jobs, self.registry, predictor, self._transport_pool),
             self._grpc,
         )
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(

@@ -17,7 +17,7 @@ def model_repo() -> Path:
     """The model repository `make test` exported into (exported here if it is missing)."""
     repo = Path(os.environ.get("TRANSFERD_MODEL_REPO", ROOT / "model_repo")).resolve()
     if not (repo / BACKBONE / "backbone.json").exists():
-        from service.backbones.export import export_default_backbones
+        from service.export import export_default_backbones
 
         export_default_backbones(repo)
     return repo

@@ -30,15 +30,6 @@ def calling_tenant() -> str:
     return principal.tenant or LOCAL_TENANT
 
 
-def text_tokens_bound(text: str, max_sequence_length: int) -> int:
-    """An upper bound of the tokens a text becomes, without tokenizing it.
-
-    Every token of a WordPiece or byte-level BPE vocabulary covers at least one UTF-8 byte, plus
-    the two special tokens; truncation caps it at the model's length.
-    """
-    return min(max_sequence_length, len(text.encode("utf-8")) + 2)
-
-
 @dataclass
 class Ticket:
     """What one admitted request holds; `release` gives it back (idempotent)."""

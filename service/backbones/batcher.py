@@ -87,10 +87,9 @@ class FairBatcher(Generic[Item, Result]):
     Args:
         name: Backbone name (metrics label).
         run: Computes one call: items in, one result per item out (a row, a decoded image).
-        plan: Cuts a request's items into groups (lists of indices), each fit for one call.
-        cost: What a group costs the runtime, in the unit of `quantum`.
-        fits: Whether a group may join a call holding `call` items (False: one group a call).
-        quantum: The cost of one full call (each tenant's credit per turn).
+        policy: How items become calls: the plan that cuts a request's items into groups, each
+            group's cost, whether a group may join a call (False: one group a call), and the
+            cost of a full call (each tenant's credit per turn).
         max_in_flight: Calls running at once (ONNX Runtime: its lanes; more for Triton, which
             batches concurrent calls itself; the pool size for decoders).
         one_call_per_tenant: A tenant with a call in flight sits out the next ones, so the other
@@ -107,10 +106,7 @@ class FairBatcher(Generic[Item, Result]):
         self,
         name: str,
         run: Callable[[list[Item]], Awaitable[Sequence[Result]]],
-        plan: Plan,
-        cost: Cost,
-        fits: Fits,
-        quantum: float,
+        policy: CallPolicy,
         max_in_flight: int = 1,
         max_wait_s: float = 0.0,
         fill_items: int = 1,
@@ -120,10 +116,10 @@ class FairBatcher(Generic[Item, Result]):
     ) -> None:
         self._name = name
         self._run = run
-        self._plan = plan
-        self._cost = cost
-        self._fits = fits
-        self._queue: FairQueue[_Group] = FairQueue(quantum)
+        self._plan = policy.plan
+        self._cost = policy.cost
+        self._fits = policy.fits
+        self._queue: FairQueue[_Group] = FairQueue(policy.quantum)
         self._max_in_flight = max_in_flight
         self._max_wait_s = max_wait_s
         self._fill_items = fill_items

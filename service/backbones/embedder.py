@@ -2,47 +2,36 @@
 
 Protocol-free: the servicers, the training jobs and Predict call it with domain inputs.
 
-The order of work bounds what a request costs before it is paid: cheap checks, then admission
-(the tenant's share of the backbone, in tokens or pixels estimated from the raw inputs), then
-tokenizing (text pool) or decoding (image pool, tenants in turn), then the runtime's fair batcher.
+The order of work bounds what a request costs before it is paid: the modality's cheap checks, then
+admission (the tenant's share of the backbone, in the tokens or pixels the modality estimates from
+the raw inputs), then the modality's preparation (tokenizer pool, or image pool with tenants in
+turn), then the runtime's fair batcher. The Embedder never asks which modality or runtime it is.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from service import metrics, request_context
-from service.backbones.admission import AdmissionGate, calling_tenant, text_tokens_bound
+from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import BackboneCard
-from service.backbones.image import ImagePreprocessor
-from service.backbones.image_decoding import ImageDecoder
-from service.backbones.inputs import (
-    Input,
-    InputLimits,
-    check_count,
-    check_image,
-    check_text,
-)
-from service.backbones.runtime import BackboneRuntime
-from service.backbones.text import TextPreprocessor
+from service.backbones.inputs import Input, InputLimits, check_count
+from service.backbones.modalities.base import Modality
+from service.backbones.runtimes.base import BackboneRuntime
 from service.errors import InvalidArgument, shown
 
 
 @dataclass
 class ServedBackbone:
-    """A backbone ready to serve: its card, its preprocessing and the runtime that runs it."""
+    """A backbone ready to serve: its card, its modality, its tenants' shares and its runtime."""
 
     card: BackboneCard
+    modality: Modality  # checks, costs and prepares inputs; plans the runtime's calls
+    admission: AdmissionGate  # the tenants' shares of this backbone, in the modality's unit
     runtime: BackboneRuntime
-    admission: AdmissionGate  # the tenants' shares of this backbone
-    text: TextPreprocessor | None = None  # text backbones
-    image: ImagePreprocessor | None = None  # image backbones
-    decoder: ImageDecoder | None = None  # image backbones: the image pool, tenants in turn
 
 
 @dataclass(frozen=True)
@@ -59,11 +48,9 @@ class Embedder:
         self,
         backbones: dict[str, ServedBackbone],
         limits: InputLimits,
-        preprocess_executor: Executor,
     ) -> None:
         self._backbones = backbones
         self._limits = limits
-        self._preprocess = preprocess_executor
 
     @property
     def limits(self) -> InputLimits:
@@ -87,18 +74,16 @@ class Embedder:
     async def start(self) -> None:
         """Loads every backbone; returns only when all of them can serve."""
         for served in self._backbones.values():
-            if served.decoder is not None:
-                served.decoder.start()
+            served.modality.start()
         await asyncio.gather(*(b.runtime.start() for b in self._backbones.values()))
 
     def is_ready(self) -> bool:
         return all(b.runtime.is_ready() for b in self._backbones.values())
 
     async def close(self) -> None:
-        decoders = [b.decoder for b in self._backbones.values() if b.decoder is not None]
         await asyncio.gather(
             *(b.runtime.close() for b in self._backbones.values()),
-            *(decoder.close() for decoder in decoders),
+            *(b.modality.close() for b in self._backbones.values()),
         )
 
     def check_input(self, served: ServedBackbone, item: Input, where: str) -> None:
@@ -107,10 +92,7 @@ class Embedder:
         Raises:
             InvalidArgument: naming `where`, e.g. ``examples[3].input.text``.
         """
-        if served.image is not None:
-            served.image.check(check_image(item, served.card.name, where), where)
-        else:
-            check_text(item, served.card.name, self._limits.max_text_bytes, where)
+        served.modality.check(item, where)
 
     async def embed(
         self,
@@ -149,31 +131,9 @@ class Embedder:
             if tenant == request_context.TRAINING_TENANT
             else request_context.current_deadline()
         )
-        if served.image is not None:
-            # Each image's cost is its declared pixels, read once from its header.
-            images = [item.data for item in inputs]  # type: ignore[union-attr] - checked above
-            tasks = [
-                (data, where, served.image.declared_pixels(data))
-                for data, where in zip(images, wheres, strict=True)
-            ]
-            cost = sum(pixels for _data, _where, pixels in tasks)
-        else:
-            length = served.card.max_sequence_length or 1
-            texts = [item.text for item in inputs]  # type: ignore[union-attr] - checked above
-            cost = sum(text_tokens_bound(text, length) for text in texts)
-        with served.admission.admit(tenant, cost):
-            if served.image is not None:
-                assert served.decoder is not None, "an image backbone has a decoder"
-                items: list[Any] = await served.decoder.decode(tenant, tasks, deadline)
-                truncated = [0] * len(items)
-            else:
-                assert served.text is not None, "a backbone is either text or image"
-                loop = asyncio.get_running_loop()
-                tokenized = await loop.run_in_executor(
-                    self._preprocess, served.text.tokenize, texts
-                )
-                truncated = [item.length if item.truncated else 0 for item in tokenized]
-                items = tokenized
-            vectors = await served.runtime.embed(items, tenant, deadline)
-        metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(items))
-        return EmbedResult(served.card, vectors, truncated)
+        costs = served.modality.costs(inputs)
+        with served.admission.admit(tenant, sum(costs)):
+            prepared = await served.modality.prepare(inputs, wheres, costs, tenant, deadline)
+            vectors = await served.runtime.embed(prepared.items, tenant, deadline)
+        metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(inputs))
+        return EmbedResult(served.card, vectors, prepared.truncated_to)

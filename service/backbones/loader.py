@@ -1,66 +1,28 @@
-"""Builds the served backbones from the model repository and the settings."""
+"""Builds the served backbones from the model repository and the settings.
+
+Each backbone is its card, one modality object (text or image, by the card), one admission gate
+counted in the modality's unit, and one runtime (embedded or Triton, by the settings) that asks
+the modality to plan its calls. This is the only place that chooses either.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from service.backbones.admission import AdmissionGate
-from service.backbones.batcher import CallPolicy
 from service.backbones.card import BackboneCard
-from service.backbones.embedded import BackboneLoadError, EmbeddedRuntime
 from service.backbones.embedder import ServedBackbone
-from service.backbones.image import ImagePreprocessor, collate_images, plan_image_batches
-from service.backbones.image_decoding import ImageDecoder
+from service.backbones.modalities.base import Modality
+from service.backbones.modalities.image import ImageModality
+from service.backbones.modalities.image_decoding import ImageDecoder
+from service.backbones.modalities.image_preprocessing import ImagePreprocessor, allow_pillow_pixels
+from service.backbones.modalities.text import TextModality
 from service.backbones.repository import load_cards
-from service.backbones.runtime import BackboneRuntime
-from service.backbones.text import TextPreprocessor, collate_text, text_call_policy
+from service.backbones.runtimes.base import BackboneLoadError, BackboneRuntime
+from service.backbones.runtimes.embedded import EmbeddedOptions, EmbeddedRuntime
 from service.config import RuntimeKind, Settings
-
-
-@dataclass(frozen=True)
-class _Modality:
-    """How one backbone's inputs are prepared and batched, whatever runtime runs it."""
-
-    text: TextPreprocessor | None
-    image: ImagePreprocessor | None
-    collate: Callable[[list[Any]], dict[str, np.ndarray]]
-    calls: CallPolicy  # embedded runtime: requests → inference calls, tenants in turn
-    admission: AdmissionGate
-
-
-def _modality(settings: Settings, card: BackboneCard, folder: Path) -> _Modality:
-    size, tokens = settings.max_batch_size, settings.max_batch_tokens
-    if card.modality == "text":
-        assert card.tokenizer_file and card.max_sequence_length
-        text = TextPreprocessor(folder / card.tokenizer_file, card.max_sequence_length)
-        capacity = settings.max_queued_inputs * card.max_sequence_length
-        gate = AdmissionGate(card.name, capacity, "tokens")
-        return _Modality(text, None, collate_text, text_call_policy(size, tokens), gate)
-    if card.modality == "image":
-        assert card.image_size and card.resize_policy
-        image = ImagePreprocessor(
-            card.image_size,
-            card.resize_policy,
-            settings.max_image_bytes,
-            settings.max_image_pixels,
-            settings.max_jpeg_scans,
-        )
-        calls = CallPolicy(
-            lambda items: plan_image_batches(len(items), size),
-            len,
-            lambda call, group: len(call) + len(group) <= size,
-            float(size),
-        )
-        gate = AdmissionGate(card.name, settings.max_queued_pixels, "pixels")
-        return _Modality(None, image, collate_images, calls, gate)
-    raise NotImplementedError(f"{card.name}: modality '{card.modality}' is not supported")
 
 
 def image_decode_threads(settings: Settings) -> int:
@@ -68,60 +30,88 @@ def image_decode_threads(settings: Settings) -> int:
     return settings.image_decode_threads or max(1, (os.cpu_count() or 1) // 2)
 
 
-def build_backbones(settings: Settings) -> dict[str, ServedBackbone]:
+class _Pools:
+    """The pools the modalities share: the server's tokenizer pool, and one image pool (created
+    with the first image backbone) apart from it, so that images never slow text down."""
+
+    def __init__(self, settings: Settings, tokenizers: Executor) -> None:
+        self.tokenizers = tokenizers
+        self.image_threads = image_decode_threads(settings)
+        self._images: ThreadPoolExecutor | None = None
+
+    def images(self) -> ThreadPoolExecutor:
+        if self._images is None:
+            self._images = ThreadPoolExecutor(self.image_threads, thread_name_prefix="image-decode")
+        return self._images
+
+
+def build_backbones(settings: Settings, tokenizers: Executor) -> dict[str, ServedBackbone]:
     """One ServedBackbone per exported folder, on the runtime the settings choose.
 
-    Image backbones share one decoding pool, apart from the text tokenizers' pool.
+    Args:
+        settings: The server's settings.
+        tokenizers: The pool that tokenizes texts (the server's preprocessing pool).
     """
+    pools = _Pools(settings, tokenizers)
     served: dict[str, ServedBackbone] = {}
-    pool: ThreadPoolExecutor | None = None
-    threads = image_decode_threads(settings)
     for name, (card, folder) in load_cards(settings.model_repo).items():
-        modality = _modality(settings, card, folder)
-        runtime = _runtime(settings, card, folder, modality)
-        decoder = None
-        if modality.image is not None:
-            pool = pool or ThreadPoolExecutor(threads, thread_name_prefix="image-decode")
-            decoder = ImageDecoder(name, modality.image, pool, threads)
+        modality, gate = _modality(settings, card, folder, pools)
         served[name] = ServedBackbone(
-            card,
-            runtime,
-            modality.admission,
-            text=modality.text,
-            image=modality.image,
-            decoder=decoder,
+            card, modality, gate, _runtime(settings, card, folder, modality)
         )
     return served
 
 
+def _modality(
+    settings: Settings, card: BackboneCard, folder: Path, pools: _Pools
+) -> tuple[Modality, AdmissionGate]:
+    """The card's modality, and its admission gate in the modality's unit."""
+    if card.modality == "text":
+        assert card.tokenizer_file and card.max_sequence_length, "validated by BackboneCard"
+        text = TextModality(
+            card.name,
+            folder / card.tokenizer_file,
+            card.max_sequence_length,
+            settings.max_text_bytes,
+            pools.tokenizers,
+        )
+        capacity = settings.max_queued_inputs * card.max_sequence_length
+        return text, AdmissionGate(card.name, capacity, text.unit)
+    if card.modality == "image":
+        assert card.image_size and card.resize_policy, "validated by BackboneCard"
+        allow_pillow_pixels(settings.max_image_pixels)
+        preprocessor = ImagePreprocessor(
+            card.image_size,
+            card.resize_policy,
+            settings.max_image_bytes,
+            settings.max_image_pixels,
+            settings.max_jpeg_scans,
+        )
+        decoder = ImageDecoder(card.name, preprocessor, pools.images(), pools.image_threads)
+        image = ImageModality(card.name, preprocessor, decoder)
+        return image, AdmissionGate(card.name, settings.max_queued_pixels, image.unit)
+    raise BackboneLoadError(f"{card.name}: modality '{card.modality}' is not supported")
+
+
 def _runtime(
-    settings: Settings, card: BackboneCard, folder: Path, modality: _Modality
+    settings: Settings, card: BackboneCard, folder: Path, modality: Modality
 ) -> BackboneRuntime:
     if settings.runtime is RuntimeKind.TRITON:
-        return _triton_runtime(settings, card)
-    return EmbeddedRuntime(
-        card,
-        folder,
-        collate=modality.collate,
-        calls=modality.calls,
+        return _triton_runtime(settings, card, modality)
+    options = EmbeddedOptions(
         threads=settings.effective_threads(settings.inference_threads),
-        max_wait_s=settings.batch_wait_ms / 1000,
-        fill_items=settings.max_batch_size,
         lanes=settings.inference_lanes,
+        max_batch_size=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait_s=settings.batch_wait_ms / 1000,
     )
+    return EmbeddedRuntime(card, folder, modality, options)
 
 
-def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
-    """A backbone on Triton. Text: int64 ids and mask of any length, padded to length buckets;
-    images: uint8 pixels of the model's size, in calls of at most the model's max_batch_size."""
+def _triton_runtime(settings: Settings, card: BackboneCard, modality: Modality) -> BackboneRuntime:
     try:
         # tritonclient is the `triton` extra: an embedded-only install does not need it.
-        from service.backbones.triton import ModelContract, TritonOptions, TritonRuntime
-        from service.backbones.triton_batches import (
-            bucket_length,
-            collate_text_bucketed,
-            text_call_planner,
-        )
+        from service.backbones.runtimes.triton import TritonOptions, TritonRuntime
     except ImportError as error:
         raise BackboneLoadError(
             f"runtime=triton needs the triton extra (pip install 'transferd[triton]'): {error}"
@@ -134,41 +124,6 @@ def _triton_runtime(settings: Settings, card: BackboneCard) -> BackboneRuntime:
         probe_interval_s=settings.triton_probe_interval_s,
         startup_timeout_s=settings.triton_startup_timeout_s,
         max_calls_in_flight=settings.triton_max_calls_in_flight,
+        full_call_items=settings.max_batch_size,
     )
-    runtime: TritonRuntime
-    if card.modality == "image":
-        assert card.image_size
-        size = card.image_size
-        runtime = TritonRuntime(
-            card,
-            ModelContract(
-                input_dtypes={"pixels": np.dtype(np.uint8)}, input_dims={"pixels": [size, size, 3]}
-            ),
-            collate=collate_images,
-            plan_calls=lambda items: plan_image_batches(len(items), runtime.max_batch_size),
-            options=options,
-            quantum=float(settings.max_batch_size),
-        )
-        return runtime
-    assert card.max_sequence_length
-    max_length = card.max_sequence_length
-
-    def bucketed_tokens(items: list[Any]) -> float:
-        """A Triton text call's cost: padded to the bucket of its longest text."""
-        return float(len(items) * bucket_length(max(i.length for i in items), max_length))
-
-    contract = ModelContract(
-        input_dtypes={name: np.dtype(np.int64) for name in card.input_names},
-        input_dims={name: [-1] for name in card.input_names},
-    )
-    runtime = TritonRuntime(
-        card,
-        contract,
-        collate=collate_text_bucketed(card.max_sequence_length),
-        # Reads the model's max_batch_size when called: Triton reports it at start-up.
-        plan_calls=text_call_planner(card.max_sequence_length, lambda: runtime.max_batch_size),
-        options=options,
-        cost=bucketed_tokens,
-        quantum=float(settings.max_batch_size * max_length),
-    )
-    return runtime
+    return TritonRuntime(card, modality, options)

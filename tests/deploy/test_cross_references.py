@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from service.backbones.readiness import LIVENESS_SERVICE
+from service.api.readiness import LIVENESS_SERVICE
 from service.config import RuntimeKind, Settings
 from tests.conftest import ROOT
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATION, Resource, find, one

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.launcher import ServerProcess, free_port
+from devtools.launcher import ServerProcess, free_port
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -18,8 +18,8 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.client import bearer
-from service.launcher import ServerProcess, health_status
+from devtools.client import bearer
+from devtools.launcher import ServerProcess, health_status
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2

@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service.client import authed_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE, DATA
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc
 

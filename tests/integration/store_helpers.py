@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from service.launcher import ServerProcess
+from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import wait_for_job
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc

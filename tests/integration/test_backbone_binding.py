@@ -10,8 +10,8 @@ import grpc
 import onnx
 import pytest
 
+from devtools.client import authed_channel
 from service.backbones.card import CARD_FILE, model_path, sha256_of_file
-from service.client import authed_channel
 from tests.conftest import BACKBONE
 from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc

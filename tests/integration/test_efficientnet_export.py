@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from service.backbones.card import CARD_FILE, BackboneCard, model_path, sha256_of_file
-from service.backbones.export import efficientnet, export_efficientnet_lite0
-from service.backbones.export.verify import ExportVerificationError, row_cosines
-from service.backbones.image import ImagePreprocessor, collate_images
+from service.backbones.modalities.image_preprocessing import ImagePreprocessor, collate_images
+from service.export import efficientnet, export_efficientnet_lite0
+from service.export.verify import ExportVerificationError, row_cosines
 
 torch = pytest.importorskip("torch")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from devtools.client import authed_aio_channel
+from devtools.launcher import ServerProcess
 from service.backbones.card import model_path, sha256_of_file
-from service.client import authed_aio_channel
-from service.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from transferd.v1 import embedding_pb2, embedding_pb2_grpc

@@ -7,8 +7,8 @@ import asyncio
 import grpc
 import pytest
 
-from service.client import authed_aio_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_aio_channel
+from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request, vectors
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from service.launcher import ServerProcess
+from devtools.launcher import ServerProcess
 from tests.conftest import ROOT
 
 

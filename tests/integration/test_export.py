@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from service.backbones.card import CARD_FILE, BackboneCard, model_path, sha256_of_file
-from service.backbones.export import export_minilm
-from service.backbones.export.verify import ExportVerificationError
+from service.export import export_minilm
+from service.export.verify import ExportVerificationError
 from tests.conftest import BACKBONE, ROOT
 
 

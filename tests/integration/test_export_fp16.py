@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from service.backbones.card import BackboneCard, model_path
-from service.backbones.export import export_minilm, minilm
-from service.backbones.export.triton_config import render_config
+from service.export import export_minilm, minilm
+from service.export.triton_config import render_config
 from tests.conftest import BACKBONE, ROOT
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.client import authed_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from service.client import authed_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
 from tests.integration.conftest import labelled, topics, train_request, wait_for_job
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2, heads_pb2_grpc
 

@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.client import authed_channel
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess, free_port, health_status
 from service.config import Settings
-from service.launcher import ServerProcess, free_port, health_status
 from service.server import Server
 from tests.integration.conftest import start_server, text_request
 from transferd.v1 import embedding_pb2_grpc
@@ -126,7 +126,9 @@ def test_metrics_move_with_traffic(server: ServerProcess, embedding_stub, senten
     assert 'transferd_batch_size_bucket{backbone="all-minilm-l6-v2",le="64.0"}' in after
 
 
-def test_sigterm_while_waiting_for_a_backbone_stops_at_once(tmp_path: Path, model_repo: Path) -> None:
+def test_sigterm_while_waiting_for_a_backbone_stops_at_once(
+    tmp_path: Path, model_repo: Path
+) -> None:
     """A gateway waiting at start-up (here for a Triton that never comes) still obeys SIGTERM."""
     process = ServerProcess(
         {

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
 from service.backbones.card import BackboneCard, model_path, sha256_of_file
-from service.backbones.export.sentences import VERIFICATION_SENTENCES
-from service.client import authed_channel
-from service.launcher import ServerProcess
+from service.export.sentences import VERIFICATION_SENTENCES
 from tests.conftest import DATA, ROOT
 from tests.integration.conftest import cosines, start_server, text_request, vectors
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
@@ -400,7 +400,7 @@ def _torch_image_embeddings(
 def test_image_embeddings_over_grpc_equal_the_torch_model(
     name: str, hf_stub, hf_models: dict[str, Path]
 ) -> None:
-    from service.backbones.image import ImagePreprocessor
+    from service.backbones.modalities.image_preprocessing import ImagePreprocessor
 
     _, dim, pooling, normalized, size = EXPECTED[name]
     listed = {
@@ -474,7 +474,7 @@ def test_other_options_or_weights_are_exported_again(
 ) -> None:
     from safetensors.torch import load_file, save_file
 
-    from service.backbones.export.hf import export_hf_model
+    from service.export.hf import export_hf_model
 
     model = tmp_path / "distilbert"
     shutil.copytree(hf_models["distilbert"], model)
@@ -498,8 +498,8 @@ def test_other_options_or_weights_are_exported_again(
 def test_a_model_that_does_not_verify_is_not_written(
     tmp_path: Path, hf_models: dict[str, Path]
 ) -> None:
-    from service.backbones.export.hf import export_hf_model
-    from service.backbones.export.verify import ExportVerificationError
+    from service.export.hf import export_hf_model
+    from service.export.verify import ExportVerificationError
 
     with pytest.raises(ExportVerificationError, match="min cosine"):
         export_hf_model(tmp_path, hf_models["resnet"], "r", min_cosine=1.01)
@@ -511,7 +511,7 @@ def test_weights_that_do_not_cover_the_model_are_refused(
 ) -> None:
     from safetensors.torch import load_file, save_file
 
-    from service.backbones.export.hf import HfExportError, export_hf_model
+    from service.export.hf import HfExportError, export_hf_model
 
     model = tmp_path / "bert"
     shutil.copytree(hf_models["bert"], model)

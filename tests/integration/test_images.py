@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from service.backbones.image import ImagePreprocessor
+from service.backbones.modalities.image_preprocessing import ImagePreprocessor
 from tests.integration.conftest import (
     cosines,
     labelled,
@@ -84,7 +84,7 @@ def test_image_backbone_is_listed(embedding_stub) -> None:
 def test_embedding_a_photo_equals_the_torch_model(embedding_stub) -> None:
     import torch
 
-    from service.backbones.export import efficientnet
+    from service.export import efficientnet
 
     photos = [encode(skimage.data.coffee(), "JPEG"), encode(skimage.data.chelsea(), "PNG")]
     reply = embedding_stub.Embed(
@@ -106,7 +106,10 @@ BAD_IMAGES = {
         [image(encode(skimage.data.coffee(), "JPEG")), image(b"\xff\xd8\xff\xe0 not really")],
         "inputs[1].image",
     ),
-    "30000 x 30000 PNG": ([image(png_bomb())], "inputs[0].image: image dimensions exceed the limit of 40000000 pixels"),
+    "30000 x 30000 PNG": (
+        [image(png_bomb())],
+        "inputs[0].image: image dimensions exceed the limit of 40000000 pixels",
+    ),
     "text to an image backbone": ([common_pb2.Input(text="a photo of a cat")], "inputs[0].text"),
     "GIF": ([image(b"GIF89a" + bytes(100))], "inputs[0].image: not a PNG or JPEG image"),
     "over the byte limit": (

@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service.client import bearer
-from service.launcher import ServerProcess
+from devtools.client import bearer
+from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request
 from transferd.v1 import common_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc

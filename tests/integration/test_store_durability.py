@@ -15,8 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from service.client import authed_channel, bearer
-from service.launcher import health_status
+from devtools.client import authed_channel, bearer
+from devtools.launcher import health_status
 from tests.integration.conftest import start_server, wait_for_job
 from tests.integration.small_disk import fill, tmpfs
 from tests.integration.store_helpers import (

@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.client import authed_channel, bearer
-from service.launcher import ServerProcess
+from devtools.client import authed_channel, bearer
+from devtools.launcher import ServerProcess
 from tests.integration.conftest import start_server
 from tests.integration.store_helpers import (
     code_of,

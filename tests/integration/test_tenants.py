@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.client import bearer
-from service.launcher import ServerProcess
+from devtools.client import bearer
+from devtools.launcher import ServerProcess
 from transferd.v1 import (
     common_pb2,
     embedding_pb2,

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.client import authed_channel
-from service.launcher import health_status
+from devtools.client import authed_channel
+from devtools.launcher import health_status
 from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
 from tests.integration.small_disk import fill, tmpfs
 from transferd.v1 import heads_pb2, heads_pb2_grpc

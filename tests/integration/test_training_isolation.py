@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.client import authed_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
 from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
 

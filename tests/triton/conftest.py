@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.backbones.triton_process import TritonProcess
-from service.launcher import ServerProcess
+from devtools.launcher import ServerProcess
+from devtools.triton.process import TritonProcess
 from tests.conftest import ROOT
 from tests.integration.conftest import (  # noqa: F401 - fixtures, re-exported for this folder
     channel,

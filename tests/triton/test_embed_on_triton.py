@@ -7,13 +7,14 @@ the real tritonserver behind the real gateway. Only ListBackbones differs (runti
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from service.backbones.card import model_path, sha256_of_file
-from service.backbones.embedded import EmbeddedRuntime
-from service.backbones.text import TextPreprocessor, collate_text, text_call_policy
+from service.backbones.card import BackboneCard, model_path, sha256_of_file
+from service.backbones.modalities.text import TextModality
+from service.backbones.runtimes.embedded import EmbeddedOptions, EmbeddedRuntime
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from tests.integration.test_embed import (  # noqa: F401 - collected here, run against Triton
@@ -39,30 +40,27 @@ def test_list_backbones_reports_the_triton_runtime(embedding_stub, model_repo: P
 
 def _embedded_runtime_vectors(model_repo: Path, texts: list[str]) -> np.ndarray:
     """The same texts through the embedded runtime (ONNX Runtime in this process)."""
-    from service.backbones.card import BackboneCard
-
     folder = model_repo / BACKBONE
     card = BackboneCard.load(folder)
     assert card.tokenizer_file and card.max_sequence_length
-    items = TextPreprocessor(folder / card.tokenizer_file, card.max_sequence_length).tokenize(texts)
-
-    async def run() -> np.ndarray:
-        runtime = EmbeddedRuntime(
-            card,
-            folder,
-            collate=collate_text,
-            calls=text_call_policy(64, 8192),
-            threads=2,
-            max_wait_s=0.0,
-            fill_items=64,
+    with ThreadPoolExecutor(1) as pool:
+        modality = TextModality(
+            card.name, folder / card.tokenizer_file, card.max_sequence_length, 1 << 20, pool
         )
-        await runtime.start()
-        try:
-            return await runtime.embed(items, "test")
-        finally:
-            await runtime.close()
+        items = modality.preprocessor.tokenize(texts)
+        options = EmbeddedOptions(
+            threads=2, lanes=2, max_batch_size=64, max_batch_tokens=8192, max_wait_s=0.0
+        )
 
-    return asyncio.run(run())
+        async def run() -> np.ndarray:
+            runtime = EmbeddedRuntime(card, folder, modality, options)
+            await runtime.start()
+            try:
+                return await runtime.embed(items, "test")
+            finally:
+                await runtime.close()
+
+        return asyncio.run(run())
 
 
 def test_triton_embeddings_equal_the_embedded_runtimes(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.client import authed_channel
+from devtools.client import authed_channel
 from tests.conftest import BACKBONE, ROOT
 from tests.integration.conftest import cosines, text_request, vectors
 from tests.triton.conftest import start_triton, start_triton_gateway

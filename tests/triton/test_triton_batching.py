@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.backbones.triton_process import TritonProcess, model_counters
-from service.client import authed_aio_channel, authed_channel
-from service.launcher import ServerProcess
+from devtools.client import authed_aio_channel, authed_channel
+from devtools.launcher import ServerProcess
+from devtools.triton.process import TritonProcess, model_counters
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from tests.triton.conftest import start_triton_gateway

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from service.backbones.readiness import LIVENESS_SERVICE
-from service.backbones.triton_process import TritonProcess
-from service.client import authed_channel
-from service.launcher import ServerProcess, health_status
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess, health_status
+from devtools.triton.process import TritonProcess
+from service.api.readiness import LIVENESS_SERVICE
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from tests.triton.conftest import PYTHON_ENV, start_triton, start_triton_gateway

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.backbones.admission import (
-    LOCAL_TENANT,
-    AdmissionGate,
-    calling_tenant,
-    text_tokens_bound,
-)
+from service.backbones.admission import LOCAL_TENANT, AdmissionGate, calling_tenant
+from service.backbones.modalities.text import text_tokens_bound
 from service.errors import ResourceExhausted
 
 

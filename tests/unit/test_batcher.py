@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.backbones.batcher import FairBatcher
+from service.backbones.batcher import CallPolicy, FairBatcher
 from service.backbones.fair_queue import Entry, FairQueue
 from service.errors import Unavailable
 
@@ -138,12 +138,14 @@ def _batcher(
     return FairBatcher(
         "test",
         run,
-        plan=lambda items: [
-            list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)
-        ],
-        cost=len,
-        fits=lambda call, group: len(call) + len(group) <= size,
-        quantum=float(size),
+        CallPolicy(
+            plan=lambda items: [
+                list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)
+            ],
+            cost=len,
+            fits=lambda call, group: len(call) + len(group) <= size,
+            quantum=float(size),
+        ),
         max_wait_s=wait,
         fill_items=size,
         max_in_flight=lanes,
@@ -293,10 +295,7 @@ def test_a_tenants_queued_requests_are_planned_together() -> None:
         batcher: FairBatcher[int, np.ndarray] = FairBatcher(
             "test",
             run,
-            plan=sorted_pairs,
-            cost=len,
-            fits=lambda call, group: False,
-            quantum=2.0,
+            CallPolicy(plan=sorted_pairs, cost=len, fits=lambda call, group: False, quantum=2.0),
             coalesce_items=8,
         )
         batcher.start()

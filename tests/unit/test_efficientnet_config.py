@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.backbones.card import BackboneCard
-from service.backbones.export import efficientnet
-from service.backbones.export.triton_config import render_config
+from service.export import efficientnet
+from service.export.triton_config import render_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

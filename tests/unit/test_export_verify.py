@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from service.backbones.card import BackboneCard
-from service.backbones.export import minilm
-from service.backbones.export.triton_config import render_config
-from service.backbones.export.verify import ExportVerificationError, check_min_cosine, row_cosines
+from service.export import minilm
+from service.export.triton_config import render_config
+from service.export.verify import ExportVerificationError, check_min_cosine, row_cosines
 
 ROOT = Path(__file__).resolve().parents[2]
 

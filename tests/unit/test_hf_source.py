@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.backbones.card import sha256_of_file
-from service.backbones.export.hf_source import (
+from service.export.hf_source import (
     HfExportError,
     check_name,
     inspect_folder,

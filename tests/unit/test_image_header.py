@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.backbones.image import ImagePreprocessor, declared_size
+from service.backbones.modalities.image_preprocessing import ImagePreprocessor, declared_size
 from service.errors import InvalidArgument
 
 

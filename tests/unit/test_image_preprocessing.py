@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.backbones.image import (
+from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
+    allow_pillow_pixels,
     collate_images,
     plan_image_batches,
     resize_policy,
@@ -267,11 +268,19 @@ def test_30000_square_jpeg_bomb_is_refused_without_decoding() -> None:
 
 def test_pillow_guard_is_never_below_our_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    decoder(max_pixels=5000)
+    allow_pillow_pixels(5000)
     assert Image.MAX_IMAGE_PIXELS == 5000
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # disabled by someone: re-armed
-    decoder(max_pixels=5000)
+    allow_pillow_pixels(5000)
     assert Image.MAX_IMAGE_PIXELS == 5000
+
+
+def test_a_preprocessor_leaves_pillow_s_process_state_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    decoder(max_pixels=5000)
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_corrupt_data_is_refused() -> None:

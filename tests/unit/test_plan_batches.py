@@ -7,7 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from service.backbones.text import TokenizedText, collate_text, plan_batches
+from service.backbones.modalities.text_batches import collate_text, plan_batches
+from service.backbones.modalities.text_preprocessing import TokenizedText
 
 
 def _padded_tokens(lengths: list[int], batches: list[list[int]]) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.backbones.text import TokenizedText
-from service.backbones.triton_batches import (
+from service.backbones.modalities.text_batches import (
     bucket_length,
     collate_text_bucketed,
     text_call_planner,
 )
+from service.backbones.modalities.text_preprocessing import TokenizedText
 
 MAX = 256
 

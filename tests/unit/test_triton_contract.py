@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
 from service.backbones.card import BackboneCard
-from service.backbones.embedded import BackboneLoadError
-from service.backbones.triton_contract import ModelContract, check_metadata
+from service.backbones.modalities.text import TEXT_TENSORS
+from service.backbones.runtimes.base import BackboneLoadError
+from service.backbones.runtimes.triton_contract import check_metadata
 
 CARD = BackboneCard(
     name="all-minilm-l6-v2", modality="text", dim=384, fingerprint="0" * 64,
     input_names=["input_ids", "attention_mask"], output_name="embedding", pooling="mean",
     normalized=True, source={},
 )  # fmt: skip
-CONTRACT = ModelContract(
-    input_dtypes={"input_ids": np.dtype(np.int64), "attention_mask": np.dtype(np.int64)},
-    input_dims={"input_ids": [-1], "attention_mask": [-1]},
-)
+CONTRACT = TEXT_TENSORS
 
 TensorMetadata = service_pb2.ModelMetadataResponse.TensorMetadata
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from service.backbones.triton_cpu_repo import CpuModelOptions, cpu_config, load_config
+from devtools.triton.cpu_repo import CpuModelOptions, cpu_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "model_repo" / "all-minilm-l6-v2"

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from service.backbones.batcher import FairBatcher
-from service.backbones.image import ImagePreprocessor
+from service.backbones.batcher import CallPolicy, FairBatcher
+from service.backbones.modalities.image_preprocessing import ImagePreprocessor
 
 # One decode task: the image's bytes, how errors name it, and its declared pixels (its cost).
 DecodeTask = tuple[bytes, str, int]
@@ -44,10 +44,12 @@ class ImageDecoder:
         self._batcher: FairBatcher[DecodeTask, np.ndarray] = FairBatcher(
             name,
             self._decode_call,
-            plan=_one_per_call,
-            cost=lambda tasks: float(sum(task[2] for task in tasks)),
-            fits=lambda call, group: False,  # one image a call: tenants alternate image by image
-            quantum=float(preprocessor.max_pixels),
+            CallPolicy(
+                plan=_one_per_call,
+                cost=lambda tasks: float(sum(task[2] for task in tasks)),
+                fits=lambda call, group: False,  # one image a call: tenants alternate by image
+                quantum=float(preprocessor.max_pixels),
+            ),
             max_in_flight=threads,
             depth_gauge=False,  # the backbone's queue depth is its inference queue's
         )

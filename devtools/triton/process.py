@@ -1,6 +1,6 @@
 """A local CPU tritonserver as a child process, for the Triton tests and the benchmark.
 
-Started exactly as `make triton` starts it (`triton_local.prepare`), on loopback, on the ports it
+Started exactly as `make triton` starts it (`devtools.triton.local.prepare`), on loopback, on the ports it
 is given, so that a test can kill it and start it again on the same ports.
 """
 
@@ -15,14 +15,14 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from service.backbones.triton_local import (
+from devtools.launcher import free_port
+from devtools.triton.local import (
     DEFAULT_PYTHON_ENV,
     Ports,
     new_shm_prefix,
     prepare,
     remove_shm_regions,
 )
-from service.launcher import free_port
 
 LOOPBACK = "127.0.0.1"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +14,32 @@ import numpy as np
 import onnxruntime as ort
 
 from service import metrics
-from service.backbones.batcher import CallPolicy, FairBatcher
+from service.backbones.batcher import FairBatcher
 from service.backbones.card import BackboneCard, model_path
+from service.backbones.modalities.base import Modality
+from service.backbones.runtimes.base import BackboneLoadError, RuntimeNeeds
+from service.backbones.runtimes.warm_up import warm_up
 
 log = logging.getLogger(__name__)
 
-Collate = Callable[[list[Any]], dict[str, np.ndarray]]
 
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """How the embedded runtime runs (from Settings).
 
-class BackboneLoadError(RuntimeError):
-    """The ONNX model does not match its card."""
+    Attributes:
+        threads: ONNX Runtime's intra-op threads.
+        lanes: Inference calls at once (one per tenant, another tenant's beside it).
+        max_batch_size: Items of one call.
+        max_batch_tokens: Padded tokens of one text call.
+        max_wait_s: How long an idle batcher waits for more work before the first call.
+    """
+
+    threads: int
+    lanes: int
+    max_batch_size: int
+    max_batch_tokens: int
+    max_wait_s: float
 
 
 def make_session(onnx_file: Path, threads: int) -> ort.InferenceSession:
@@ -63,41 +79,37 @@ class EmbeddedRuntime:
     kind = "embedded"
 
     def __init__(
-        self,
-        card: BackboneCard,
-        folder: Path,
-        collate: Collate,
-        calls: CallPolicy,
-        threads: int,
-        max_wait_s: float,
-        fill_items: int,
-        lanes: int = 2,
+        self, card: BackboneCard, folder: Path, modality: Modality, options: EmbeddedOptions
     ) -> None:
         self.card = card
         self._folder = folder
-        self._collate = collate
-        self._threads = threads
+        self._threads = options.threads
+        self.needs = RuntimeNeeds(
+            max_batch_size=lambda: options.max_batch_size,
+            full_call_items=options.max_batch_size,
+            max_batch_tokens=options.max_batch_tokens,
+            bucketed=False,
+            merges=True,
+        )
+        self._batching = modality.batching(self.needs)
         self._session: ort.InferenceSession | None = None
         # ONNX Runtime parallelises inside one call. Each tenant has at most one call running;
         # the other lanes let a small request of another tenant run beside a long call (measured:
         # a 1-text call took 13 ms beside a 32 x 256-token call, 5.6 ms alone, where it used to
         # wait for the whole long call).
         self._executor = ThreadPoolExecutor(
-            max_workers=lanes, thread_name_prefix=f"ort-{card.name}"
+            max_workers=options.lanes, thread_name_prefix=f"ort-{card.name}"
         )
         self._batcher: FairBatcher[Any, np.ndarray] = FairBatcher(
             card.name,
             self._run_call,
-            plan=calls.plan,
-            cost=calls.cost,
-            fits=calls.fits,
-            quantum=calls.quantum,
-            max_in_flight=lanes,
+            self._batching.calls,
+            max_in_flight=options.lanes,
             one_call_per_tenant=True,
-            max_wait_s=max_wait_s,
-            fill_items=fill_items,
+            max_wait_s=options.max_wait_s,
+            fill_items=options.max_batch_size,
             # A tenant's concurrent requests are planned together, as one round used to be.
-            coalesce_items=4 * fill_items,
+            coalesce_items=4 * options.max_batch_size,
         )
         self._batch_size = metrics.BATCH_SIZE.labels(backbone=card.name)
         self._latency = metrics.INFERENCE_LATENCY.labels(backbone=card.name, runtime=self.kind)
@@ -105,6 +117,7 @@ class EmbeddedRuntime:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._session = await loop.run_in_executor(self._executor, self._load)
+        await warm_up(self.card.name, self._batching.warm_up(), self._run_call)
         self._batcher.start()
         metrics.BACKBONE_READY.labels(backbone=self.card.name, runtime=self.kind).set(1)
 
@@ -128,7 +141,7 @@ class EmbeddedRuntime:
     def _infer(self, items: list[Any]) -> np.ndarray:
         """One inference call over the items the batcher chose."""
         assert self._session is not None
-        feed = self._collate(items)
+        feed = self._batching.collate(items)
         started = time.perf_counter()
         (rows,) = self._session.run([self.card.output_name], feed)
         self._latency.observe(time.perf_counter() - started)

@@ -19,7 +19,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.client import bearer
+from devtools.client import bearer
 from transferd.v1 import tenants_pb2, tenants_pb2_grpc
 
 

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from service.backbones.card import BackboneCard
-from service.backbones.export import MIN_COSINE, ExportOutcome, current_card, hf_text, hf_vision
-from service.backbones.export.hf_source import (
+from service.export import MIN_COSINE, ExportOutcome, current_card, hf_text, hf_vision
+from service.export.hf_source import (
     ExportOptions,
     HfExportError,
     check_name,
@@ -19,10 +19,10 @@ from service.backbones.export.hf_source import (
     resolve_options,
     source_info,
 )
-from service.backbones.export.publish import publish_backbone
-from service.backbones.export.sentences import VERIFICATION_SENTENCES
-from service.backbones.export.triton_config import render_config
-from service.backbones.export.verify import ExportVerificationError
+from service.export.publish import publish_backbone
+from service.export.sentences import VERIFICATION_SENTENCES
+from service.export.triton_config import render_config
+from service.export.verify import ExportVerificationError
 
 __all__ = ["HfExportError", "export_hf_model"]
 
@@ -48,7 +48,8 @@ def _check_serveable(card: BackboneCard, model_bytes: bytes) -> None:
     """The serving runtime's own start-up check: input names and a static output of card.dim."""
     import onnxruntime as ort
 
-    from service.backbones.embedded import BackboneLoadError, check_session_matches_card
+    from service.backbones.runtimes.base import BackboneLoadError
+    from service.backbones.runtimes.embedded import check_session_matches_card
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     try:

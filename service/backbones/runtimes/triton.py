@@ -22,7 +22,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,23 +30,23 @@ import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from service import metrics
-from service.backbones.batcher import Cost, FairBatcher
+from service.backbones.batcher import FairBatcher
 from service.backbones.card import BackboneCard
-from service.backbones.embedded import BackboneLoadError
-from service.backbones.triton_contract import ModelContract, check_metadata
+from service.backbones.modalities.base import Modality
+from service.backbones.runtimes.base import BackboneLoadError, RuntimeNeeds
+from service.backbones.runtimes.triton_contract import check_metadata
+from service.backbones.runtimes.warm_up import warm_up
 from service.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
-
-Collate = Callable[[list[Any]], dict[str, np.ndarray]]
-PlanCalls = Callable[[list[Any]], list[list[int]]]
 
 # Triton's gRPC status codes, as tritonclient reports them (str(grpc.StatusCode.X)).
 UNAVAILABLE = "StatusCode.UNAVAILABLE"
 DEADLINE_EXCEEDED = "StatusCode.DEADLINE_EXCEEDED"
 RESOURCE_EXHAUSTED = "StatusCode.RESOURCE_EXHAUSTED"
 NOT_FOUND = "StatusCode.NOT_FOUND"
-# Tensors of 64 x 256 int64 are 128 KiB; images later are larger. gRPC's default is 4 MiB.
+# Text calls of 64 x 256 int64 are 128 KiB, image calls of 64 x 224 x 224 x 3 uint8 about 10 MiB;
+# gRPC's default is 4 MiB.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -62,6 +61,7 @@ class TritonOptions:
     probe_interval_s: float
     startup_timeout_s: float
     max_calls_in_flight: int
+    full_call_items: int  # items of a full call for the tenants' turns, before Triton reports
 
 
 def channel_args() -> list[tuple[str, Any]]:
@@ -85,39 +85,26 @@ class TritonRuntime:
 
     kind = "triton"
 
-    def __init__(
-        self,
-        card: BackboneCard,
-        contract: ModelContract,
-        collate: Collate,
-        plan_calls: PlanCalls,
-        options: TritonOptions,
-        cost: Cost = len,
-        quantum: float = 64.0,
-    ) -> None:
-        """
-        Args:
-            plan_calls: Cuts a request's items into calls (groups of indices).
-            cost: What one call costs, for the tenants' turns (padded tokens, images).
-            quantum: The cost of one full call.
-        """
+    def __init__(self, card: BackboneCard, modality: Modality, options: TritonOptions) -> None:
         self.card = card
-        self._contract = contract
-        self._collate = collate
+        self._tensors = modality.tensors()
         self._options = options
+        self.needs = RuntimeNeeds(
+            # Read when a request is planned: Triton reports it at start-up and on its return.
+            max_batch_size=lambda: self._max_batch_size,
+            full_call_items=options.full_call_items,
+            max_batch_tokens=None,
+            bucketed=True,
+            merges=False,  # Triton's dynamic batcher merges calls, from every gateway replica
+        )
+        self._batching = modality.batching(self.needs)
         self._client: triton.InferenceServerClient | None = None
         self._max_batch_size = 0
         self._ready = False
         self._mismatch = ""  # the last metadata mismatch logged, so it is logged once
         self._probe: asyncio.Task[None] | None = None
         self._batcher: FairBatcher[Any, np.ndarray] = FairBatcher(
-            card.name,
-            self._infer,
-            plan=plan_calls,
-            cost=cost,
-            fits=lambda call, group: False,  # Triton merges calls; the gateway never does
-            quantum=quantum,
-            max_in_flight=options.max_calls_in_flight,
+            card.name, self._infer, self._batching.calls, max_in_flight=options.max_calls_in_flight
         )
         self._ready_gauge = metrics.BACKBONE_READY.labels(backbone=card.name, runtime=self.kind)
         self._latency = metrics.INFERENCE_LATENCY.labels(backbone=card.name, runtime=self.kind)
@@ -153,6 +140,7 @@ class TritonRuntime:
             await asyncio.sleep(self._options.probe_interval_s)
             reason = await self._model_unready_reason()
         await self._check_model()
+        await warm_up(self.card.name, self._batching.warm_up(), self._infer)
         self._set_ready(True)
         self._batcher.start()
         self._probe = asyncio.get_running_loop().create_task(
@@ -184,7 +172,7 @@ class TritonRuntime:
             raise BackboneLoadError(
                 f"{self.card.name}: cannot read its metadata from Triton: {error.message()}"
             ) from error
-        check_metadata(self.card, self._contract, meta, config.config.max_batch_size)
+        check_metadata(self.card, self._tensors, meta, config.config.max_batch_size)
         self._max_batch_size = config.config.max_batch_size
 
     async def _probe_loop(self) -> None:
@@ -244,7 +232,7 @@ class TritonRuntime:
         """One Triton call with retries on UNAVAILABLE (exponential backoff with full jitter)."""
         assert self._client is not None
         inputs = []
-        for name, array in self._collate(items).items():
+        for name, array in self._batching.collate(items).items():
             tensor = triton.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)

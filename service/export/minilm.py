@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
-from service.backbones.export.fp16 import FP32, convert_to_fp16, precision
-from service.backbones.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
-from service.backbones.export.verify import check_min_cosine
+from service.export.fp16 import FP32, convert_to_fp16, precision
+from service.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
+from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
 

@@ -6,32 +6,17 @@ of a model other than the one its card (and so every head bound to it) describes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import np_to_triton_dtype
 
 from service.backbones.card import BackboneCard
-from service.backbones.embedded import BackboneLoadError
-
-
-@dataclass(frozen=True)
-class ModelContract:
-    """What the gateway sends and expects, checked against Triton's model metadata.
-
-    Attributes:
-        input_dtypes: Input name to the numpy dtype the gateway sends.
-        input_dims: Input name to its dims without the batch axis (-1: variable).
-    """
-
-    input_dtypes: dict[str, np.dtype]
-    input_dims: dict[str, list[int]]
+from service.backbones.modalities.base import TensorSpec
+from service.backbones.runtimes.base import BackboneLoadError
 
 
 def check_metadata(
     card: BackboneCard,
-    contract: ModelContract,
+    tensors: dict[str, TensorSpec],
     meta: service_pb2.ModelMetadataResponse,
     max_batch_size: int,
 ) -> None:
@@ -50,11 +35,11 @@ def check_metadata(
         raise BackboneLoadError(f"{where}: inputs {sorted(inputs)} != card {card.input_names}")
     for name in card.input_names:
         tensor = inputs[name]
-        want = np_to_triton_dtype(contract.input_dtypes[name])
+        want = np_to_triton_dtype(tensors[name].dtype)
         if tensor.datatype != want:
             raise BackboneLoadError(f"{where}: input {name} is {tensor.datatype}, not {want}")
         dims = list(tensor.shape)[1:]  # the first axis is the batch axis
-        sent = contract.input_dims[name]
+        sent = list(tensors[name].dims)
         if len(dims) != len(sent) or any(
             d != -1 and d != s for d, s in zip(dims, sent, strict=True)
         ):

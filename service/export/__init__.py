@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.backbones.card import BackboneCard, model_path, sha256_of_file
-from service.backbones.export import efficientnet, minilm
-from service.backbones.export.publish import publish_backbone
-from service.backbones.export.sentences import VERIFICATION_SENTENCES
-from service.backbones.export.triton_config import render_config
-from service.backbones.export.verify import ExportVerificationError
+from service.export import efficientnet, minilm
+from service.export.publish import publish_backbone
+from service.export.sentences import VERIFICATION_SENTENCES
+from service.export.triton_config import render_config
+from service.export.verify import ExportVerificationError
 
 __all__ = [
     "ExportOutcome",

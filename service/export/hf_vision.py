@@ -1,7 +1,7 @@
 """Export of an image encoder from a local Hugging Face folder: ViT and ResNet.
 
 Like the EfficientNet export, the graph takes uint8 NHWC pixels `[N, S, S, 3]` (what
-`service.backbones.image` produces) and does the cast, the rescale and normalisation of the
+`service.backbones.modalities.image_preprocessing` produces) and does the cast, the rescale and normalisation of the
 folder's `preprocessor_config.json` (image mean and std) and the NHWC → NCHW transpose itself.
 ViT is pooled by its CLS token (default) or the mean of all tokens, after the final LayerNorm;
 ResNet by its global average pool (`pooler_output`). L2 normalisation is optional (off by default).
@@ -23,15 +23,18 @@ from typing import Any
 import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
-from service.backbones.export.efficientnet import verification_images
-from service.backbones.export.hf_source import (
+from service.backbones.modalities.image_preprocessing import (
+    RESIZE_SHORTER_SIDE_CENTER_CROP,
+    ImagePreprocessor,
+)
+from service.export.efficientnet import verification_images
+from service.export.hf_source import (
     ExportOptions,
     HfExportError,
     HfFolder,
     load_model,
 )
-from service.backbones.export.verify import check_min_cosine
-from service.backbones.image import RESIZE_SHORTER_SIDE_CENTER_CROP, ImagePreprocessor
+from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
 

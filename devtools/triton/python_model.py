@@ -1,7 +1,7 @@
 """The CPU flavour of a backbone for Triton's python backend: the same model.onnx on ONNX Runtime.
 
 This file is copied as `<backbone>/1/model.py` into the CPU model repository that
-`service.backbones.triton_cpu_repo` generates; it runs inside Triton's python backend stub, never
+`devtools.triton.cpu_repo` generates; it runs inside Triton's python backend stub, never
 in the gateway. Production serves the same ONNX file with Triton's onnxruntime backend on GPU; this
 model exists so that development and tests run the real tritonserver (with its real dynamic
 batcher) on machines without a GPU.

@@ -171,6 +171,16 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
+def allow_pillow_pixels(max_pixels: int) -> None:
+    """Keeps Pillow's own bomb guard as a second line of defence without it refusing (or warning
+    about) an image within our limit: Pillow's process-wide MAX_IMAGE_PIXELS is raised to
+    `max_pixels` when lower, and re-armed when disabled. Called once per image backbone when the
+    server is built (never by a constructor): it is process state, set where the server is wired.
+    """
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 class ImagePreprocessor:
     """Decodes PNG/JPEG bytes into uint8 RGB [size, size, 3] arrays by one resize policy.
 
@@ -209,11 +219,6 @@ class ImagePreprocessor:
         self.max_pixels = max_pixels
         self.max_jpeg_scans = max_jpeg_scans
         self._resize = resize_policy(resize_policy_name)
-        # Pillow's own bomb guard stays on as a second line of defence (it raises at twice
-        # MAX_IMAGE_PIXELS inside Image.open); it must never refuse or warn about an image
-        # within our limit, so it is raised to our limit when lower, and re-armed when disabled.
-        if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS < max_pixels:
-            Image.MAX_IMAGE_PIXELS = max_pixels
 
     def check(self, data: bytes, where: str) -> None:
         """The cheap checks, without decoding: not empty, within the byte limit, PNG or JPEG magic,

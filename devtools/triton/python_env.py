@@ -40,7 +40,7 @@ def ensure_python_env(path: Path) -> Path:
     if marker.exists() and marker.read_text() == wanted and (path / "bin" / "activate").exists():
         return path
     log.info("creating the Triton python backend environment in %s", path)
-    # Same interpreter as the gateway: the stub embeds this Python's libpython (triton_local).
+    # Same interpreter as the gateway: the stub embeds this Python's libpython (devtools.triton.local).
     venv.EnvBuilder(clear=True, with_pip=True).create(path)
     subprocess.run(
         [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", *requirements()],
@@ -51,7 +51,7 @@ def ensure_python_env(path: Path) -> Path:
 
 
 def main() -> None:
-    """`python -m service.backbones.triton_python_env PATH` (used by `make setup`)."""
+    """`python -m devtools.triton.python_env PATH` (used by `make setup`)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if len(sys.argv) != 2:
         sys.exit(f"usage: {sys.argv[0]} PATH")

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
-from service.backbones.export.hf_source import ExportOptions, HfExportError, HfFolder, load_model
-from service.backbones.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
-from service.backbones.export.verify import check_min_cosine
+from service.export.hf_source import ExportOptions, HfExportError, HfFolder, load_model
+from service.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
+from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def onnx_embeddings(
     """
     import onnxruntime as ort
 
-    from service.backbones.text import TextPreprocessor, collate_text
+    from service.backbones.modalities.text_batches import collate_text
+    from service.backbones.modalities.text_preprocessing import TextPreprocessor
 
     items = TextPreprocessor(tokenizer_file, max_sequence_length).tokenize(sentences)
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])

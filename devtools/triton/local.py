@@ -1,9 +1,9 @@
 """Runs a local CPU `tritonserver` over the CPU flavour of the model repository.
 
 The server is the one shipped in the PyPI wheel `nvidia-pytriton` (Triton 2.51, CPU, python
-backend only). `make triton` runs it in the foreground (`python -m service.backbones.triton_local`);
+backend only). `make triton` runs it in the foreground (`python -m devtools.triton.local`);
 the Triton tests and the benchmark start it as a child process on free loopback ports
-(`service.backbones.triton_process.TritonProcess`). Both go through `prepare` here, so what the
+(`devtools.triton.process.TritonProcess`). Both go through `prepare` here, so what the
 tests run is what a developer runs.
 """
 
@@ -20,8 +20,8 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.backbones.triton_cpu_repo import CpuModelOptions, write_cpu_repository
-from service.backbones.triton_python_env import ensure_python_env
+from devtools.triton.cpu_repo import CpuModelOptions, write_cpu_repository
+from devtools.triton.python_env import ensure_python_env
 
 log = logging.getLogger(__name__)
 
