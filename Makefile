@@ -11,7 +11,7 @@ MODEL_REPO ?= $(or $(TRANSFERD_MODEL_REPO),model_repo)
 TRITON_PYTHON_ENV := build/triton-python-env
 NVIDIA_PYTRITON := nvidia-pytriton==0.7.0
 
-.PHONY: setup stubs model serve test bench soak fuzz lint clean triton triton-env
+.PHONY: setup stubs model serve test test-fast bench soak fuzz lint clean triton triton-env
 
 setup: $(STAMPS)/installed stubs
 
@@ -54,6 +54,12 @@ triton: model triton-env
 test: model triton-env
 	$(BIN)/python -m pytest tests
 
+# The fast tier, under a minute on 2 cores: tests/unit with no model export, torch or subprocess
+# (tests/support/fast_tier.py lists the unit tests it leaves to `make test`, and fails any that
+# imports torch or starts a subprocess).
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider -p tests.support.fast_tier
+
 # bench/embed.py (embedded) runs last: the last line of `make bench` is its `ratio c/a`.
 bench: model triton-env
 	$(BIN)/python bench/heads.py
@@ -71,8 +77,11 @@ soak: model
 fuzz: model
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),1000) FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
+# Style, types (mypy), the layers (import-linter: pyproject.toml's contracts), the deployables.
 lint: setup
-	$(BIN)/ruff check service heads tests bench examples
+	$(BIN)/ruff check service heads devtools tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yamllint --strict deploy
 	$(BIN)/kubernetes-validate --strict --quiet $(filter-out deploy/kustomization.yaml,$(wildcard deploy/*.yaml))

@@ -112,7 +112,7 @@ class ServerProcess:
             try:
                 stub.CreateTenant(tenants_pb2.CreateTenantRequest(tenant=tenant), metadata=admin)
             except grpc.RpcError as error:
-                if "already exists" not in (error.details() or ""):
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
             reply = stub.CreateApiKey(
                 tenants_pb2.CreateApiKeyRequest(tenant=tenant), metadata=admin

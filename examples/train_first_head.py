@@ -76,7 +76,7 @@ def main() -> None:
                 tenants_pb2.CreateTenantRequest(tenant=args.tenant), metadata=bearer(admin_key)
             )
         except grpc.RpcError as error:
-            if "already exists" not in (error.details() or ""):
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
         key = tenants.CreateApiKey(
             tenants_pb2.CreateApiKeyRequest(tenant=args.tenant), metadata=bearer(admin_key)

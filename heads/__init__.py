@@ -1,13 +1,14 @@
 """Heads: small models trained per tenant on frozen-backbone embeddings.
 
-Pure Python (numpy, scikit-learn, skl2onnx, onnx, onnxruntime); knows nothing of gRPC, protobuf
-or the service. Training: `train_head` -> `TrainedHead` (verified ONNX bytes + what the card
-needs) -> `TrainedHead.to_card`. Serving: `LoadedHead.from_bytes(card, onnx_bytes).predict(...)`.
+Pure Python (numpy, scikit-learn, skl2onnx, onnx, onnxruntime, pydantic); knows nothing of gRPC,
+protobuf or the service. Training: `train_head` -> `TrainedHead` (verified ONNX bytes + the
+`TrainingSummary` part of the card) -> `TrainedHead.to_card`. Serving:
+`LoadedHead.from_bytes(card, onnx_bytes).predict(...)`.
 The ONNX I/O contract every head honours is documented in `heads.contract`.
 """
 
 from heads.budget import DEFAULT_COST_CAPS, CostEstimate, check_cost, estimate_cost
-from heads.card import FORMAT_VERSION, HeadCard, data_hash, utc_now
+from heads.card import FORMAT_VERSION, HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import (
     HeadError,
     HeadFormatError,
@@ -16,8 +17,9 @@ from heads.errors import (
     InvalidParams,
     InvalidTrainingData,
 )
-from heads.kinds import DEFAULT_KIND, KindInfo, available_kinds, describe_kinds, register_kind
+from heads.kinds import DEFAULT_KIND, available_kinds
 from heads.runtime import LoadedHead, Prediction
+from heads.split import DEFAULT_VALIDATION_FRACTION
 from heads.stopping import TrainingStopped
 from heads.targets import Task
 from heads.training import Progress, TrainedHead, check_request, train_head
@@ -25,6 +27,7 @@ from heads.training import Progress, TrainedHead, check_request, train_head
 __all__ = [
     "DEFAULT_COST_CAPS",
     "DEFAULT_KIND",
+    "DEFAULT_VALIDATION_FRACTION",
     "FORMAT_VERSION",
     "CostEstimate",
     "HeadCard",
@@ -34,20 +37,19 @@ __all__ = [
     "InvalidInput",
     "InvalidParams",
     "InvalidTrainingData",
-    "KindInfo",
     "LoadedHead",
     "Prediction",
     "Progress",
     "Task",
     "TrainedHead",
+    "TrainingSummary",
     "TrainingStopped",
     "available_kinds",
     "check_cost",
     "check_request",
     "data_hash",
-    "describe_kinds",
     "estimate_cost",
-    "register_kind",
+    "iso_utc",
     "train_head",
     "utc_now",
 ]

@@ -1,32 +1,48 @@
 """The head card: the JSON that describes a stored head next to its ONNX file.
 
 Loading is strict (missing, extra or wrongly typed keys are refused) because a card that is only
-half understood would serve a head under the wrong labels or the wrong backbone.
+half understood would serve a head under the wrong labels or the wrong backbone. The card is a
+frozen pydantic model: types and ranges are declared on its fields, and a bad card raises
+`HeadFormatError` naming the field.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from heads.errors import HeadFormatError
 from heads.targets import EncodedTargets, Task, canonical_targets, encode_targets
 
 FORMAT_VERSION = 1
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-def utc_now() -> str:
-    """Returns the current time as the card's ISO-8601 UTC string, e.g. 2025-01-31T12:00:00.000Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_now() -> datetime:
+    """The current time, timezone-aware, in UTC: the one clock of `heads` and of the service."""
+    return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """A time as cards write it: ISO-8601 UTC with milliseconds, e.g. 2025-01-31T12:00:00.000Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validation_problems(error: ValidationError) -> str:
+    """Each problem of a pydantic validation error as ``field: message``, joined by "; "."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'card'}: {problem['msg']}"
+        for problem in error.errors(include_url=False)
+    )
 
 
 def data_hash(embeddings: np.ndarray, targets: Sequence[object] | EncodedTargets) -> str:
@@ -60,118 +76,101 @@ def _compact(value: object) -> str:
     )
 
 
-def _bad(name: str, why: str) -> HeadFormatError:
-    return HeadFormatError(f"invalid head card: {name} {why}")
+class TrainingSummary(BaseModel):
+    """What training decides about a head: the part of its card that `train_head` fills in.
 
-
-def _check_str(name: str, value: Any, nonempty: bool = True) -> None:
-    if not isinstance(value, str) or (nonempty and not value):
-        raise _bad(name, "must be a non-empty string" if nonempty else "must be a string")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _bad(name, f"must be an integer >= {minimum}")
-
-
-@dataclass(frozen=True)
-class HeadCard:
-    """Everything known about one published head version, except its ONNX bytes.
+    Validated like the card (see `HeadCard`); `HeadCard` adds who owns the head, its version, its
+    backbone and when it was made.
 
     Attributes:
-        tenant: Owner of the head.
-        name: Head name, unique per tenant.
-        version: Version, from 1 (0 in requests means "latest", never stored).
         kind: Head kind, e.g. ``logistic_regression``.
         task: ``classification``, ``multi_label`` or ``regression``.
         labels: Output labels in the ONNX ``probabilities`` column order; empty for regression.
         metrics: Validation metrics (see `heads.metrics.evaluate`).
         params: Effective hyper-parameters, tuned values included, as strings.
-        backbone: Name of the backbone whose embeddings the head takes.
-        backbone_fingerprint: That backbone's fingerprint at training time.
         embedding_dim: Width of the head's input.
         num_examples: Number of training examples (training and validation parts).
         data_hash: `data_hash` of the training set.
-        created_at: ISO-8601 UTC time of training, see `utc_now`.
         onnx_sha256: SHA-256 (hex) of the head's ONNX bytes.
+    """
+
+    # strict: no coercion ("3" is not a version, true is not a count) except where a field
+    # says otherwise; a validated model copies the caller's containers, so it never aliases them.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    kind: NonEmptyStr
+    task: Annotated[Task, Field(strict=False)]  # the string value is the task
+    labels: Annotated[list[NonEmptyStr], Field(strict=False)]  # a tuple is a list
+    metrics: dict[str, FiniteFloat]
+    params: dict[str, str]
+    embedding_dim: Annotated[int, Field(ge=1)]
+    num_examples: Annotated[int, Field(ge=0)]
+    data_hash: Hex64
+    onnx_sha256: Hex64
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as error:
+            raise HeadFormatError(f"invalid head card: {validation_problems(error)}") from None
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_fit_the_task(cls, labels: list[str], info: ValidationInfo) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("must not repeat")
+        task = info.data.get("task")  # absent when the task itself was refused
+        if task is not None and (task is Task.REGRESSION) != (len(labels) == 0):
+            raise ValueError(f"do not fit task {task.value}")
+        return labels
+
+
+class HeadCard(TrainingSummary):
+    """Everything known about one published head version, except its ONNX bytes.
+
+    Attributes (besides those of `TrainingSummary`):
+        tenant: Owner of the head.
+        name: Head name, unique per tenant.
+        version: Version, from 1 (0 in requests means "latest", never stored).
+        backbone: Name of the backbone whose embeddings the head takes.
+        backbone_fingerprint: That backbone's fingerprint at training time.
+        created_at: ISO-8601 UTC time of training, see `iso_utc`.
         format_version: Card format, `FORMAT_VERSION`.
     """
 
-    tenant: str
-    name: str
-    version: int
-    kind: str
-    task: Task
-    labels: list[str]
-    metrics: dict[str, float]
-    params: dict[str, str]
-    backbone: str
-    backbone_fingerprint: str
-    embedding_dim: int
-    num_examples: int
-    data_hash: str
-    created_at: str
-    onnx_sha256: str
-    format_version: int = field(default=FORMAT_VERSION)
+    tenant: NonEmptyStr
+    name: NonEmptyStr
+    version: Annotated[int, Field(ge=1)]
+    backbone: NonEmptyStr
+    backbone_fingerprint: NonEmptyStr
+    created_at: NonEmptyStr
+    format_version: Annotated[int, Field(ge=1)] = FORMAT_VERSION
 
-    def __post_init__(self) -> None:
-        for name in ("tenant", "name", "kind", "backbone", "backbone_fingerprint"):
-            _check_str(name, getattr(self, name))
-        _check_int("version", self.version, 1)
-        _check_int("embedding_dim", self.embedding_dim, 1)
-        _check_int("num_examples", self.num_examples, 0)
-        _check_int("format_version", self.format_version, 1)
-        if self.format_version != FORMAT_VERSION:
-            raise _bad("format_version", f"{self.format_version} is not supported")
+    # A string checked by hand, not pydantic's AwareDatetime: the card keeps, and writes back, the
+    # exact text it was given (an AwareDatetime would re-render it).
+    @field_validator("created_at")
+    @classmethod
+    def _iso_utc(cls, created_at: str) -> str:
         try:
-            task = Task(self.task)
+            when = datetime.fromisoformat(created_at)
         except ValueError:
-            raise _bad("task", f"{self.task!r} is unknown") from None
-        if not isinstance(self.labels, list | tuple) or not all(
-            isinstance(label, str) and label for label in self.labels
-        ):
-            raise _bad("labels", "must be a list of non-empty strings")
-        if len(set(self.labels)) != len(self.labels):
-            raise _bad("labels", "must not repeat")
-        if (task is Task.REGRESSION) != (len(self.labels) == 0):
-            raise _bad("labels", f"do not fit task {task.value}")
-        if not isinstance(self.metrics, dict) or not all(
-            isinstance(k, str)
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and math.isfinite(v)
-            for k, v in self.metrics.items()
-        ):
-            raise _bad("metrics", "must map strings to finite numbers")
-        if not isinstance(self.params, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.params.items()
-        ):
-            raise _bad("params", "must map strings to strings")
-        for name in ("data_hash", "onnx_sha256"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not _HEX64.fullmatch(value):
-                raise _bad(name, "must be 64 lower-case hex digits")
-        _check_str("created_at", self.created_at)
-        try:
-            when = datetime.fromisoformat(self.created_at)
-        except ValueError:
-            raise _bad("created_at", "must be an ISO-8601 time") from None
-        if when.utcoffset() is None or when.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
-            raise _bad("created_at", "must be in UTC")
-        # Normalise, and copy so that the card never aliases the caller's containers.
-        object.__setattr__(self, "task", task)
-        object.__setattr__(self, "labels", list(self.labels))
-        object.__setattr__(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
-        object.__setattr__(self, "params", dict(self.params))
+            raise ValueError("must be an ISO-8601 time") from None
+        offset = when.utcoffset()
+        if offset is None or offset.total_seconds() != 0:
+            raise ValueError("must be in UTC")
+        return created_at
+
+    @field_validator("format_version")
+    @classmethod
+    def _supported(cls, format_version: int) -> int:
+        if format_version != FORMAT_VERSION:
+            raise ValueError(f"{format_version} is not supported")
+        return format_version
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the card as a JSON-able dict (task as its string value)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["task"] = self.task.value
-        out["labels"] = list(self.labels)
-        out["metrics"] = dict(self.metrics)
-        out["params"] = dict(self.params)
-        return out
+        """Returns the card as a JSON-able dict (task as its string value): the card's fields
+        only, also for a subclass that carries more beside them."""
+        return self.model_dump(mode="json", include=set(HeadCard.model_fields))
 
     def to_json(self) -> str:
         """Serialises the card as JSON (keys sorted, UTF-8 text, no NaN)."""
@@ -193,12 +192,6 @@ class HeadCard:
             raise HeadFormatError(f"invalid head card: not JSON ({exc})") from None
         if not isinstance(data, dict):
             raise HeadFormatError("invalid head card: not a JSON object")
-        expected = {f.name for f in fields(cls)}
-        missing, extra = sorted(expected - data.keys()), sorted(data.keys() - expected)
-        if missing or extra:
-            raise HeadFormatError(
-                f"invalid head card: missing keys {missing}, unknown keys {extra}"
-            )
-        if not isinstance(data["task"], str):
-            raise _bad("task", "must be a string")
+        if "format_version" not in data:  # defaulted for a new card, never for a stored one
+            raise HeadFormatError("invalid head card: format_version: Field required")
         return cls(**data)

@@ -1,7 +1,8 @@
 """Hyper-parameters: declared per kind, parsed from the API's ``map<string, string>``.
 
 Each kind declares its parameters with a type, a range and a default. A *tunable* parameter has
-no fixed default: when the caller leaves it out, the kind picks it by cross-validation. Parsed
+no fixed default (``default=None``): when the caller leaves it out, the kind picks it by
+cross-validation. Parsed
 values go back to strings with `format_value`, so the effective parameters recorded on a head's
 card are themselves valid input for training the same head again.
 """
@@ -29,12 +30,7 @@ class FloatParam:
     default: float | None = None
     gt: float | None = None
     le: float | None = None
-    tunable: bool = False
     ge: float | None = None
-
-    @property
-    def type_name(self) -> str:
-        return "float"
 
     def parse(self, raw: str) -> float:
         try:
@@ -63,11 +59,6 @@ class IntParam:
     default: int | None
     ge: int
     le: int
-    tunable: bool = False
-
-    @property
-    def type_name(self) -> str:
-        return "int"
 
     def parse(self, raw: str) -> int:
         try:
@@ -86,11 +77,6 @@ class ChoiceParam:
     description: str
     default: str
     choices: tuple[str, ...]
-    tunable: bool = False
-
-    @property
-    def type_name(self) -> str:
-        return "choice"
 
     def parse(self, raw: str) -> str:
         value = raw.strip().lower()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from heads.card import HeadCard, data_hash, utc_now
+from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
 from heads.kinds import HeadKind, get_kind
 from heads.metrics import evaluate
@@ -42,31 +42,13 @@ class TrainedHead:
     """A trained, verified head, not yet published.
 
     Attributes:
-        kind: Kind name (the default resolved).
-        task: Inferred task.
-        labels: Labels in the ONNX ``probabilities`` column order; empty for regression.
-        metrics: Validation metrics (see `heads.metrics.evaluate`).
-        params: Effective parameters as strings, tuned values included.
-        embedding_dim: Input width.
-        num_examples: Number of examples trained on (both parts).
-        data_hash: `heads.card.data_hash` of the training set.
+        summary: What training decided (kind, task, labels, metrics, params, ...): the part of
+            the head's card that `train_head` knows.
         onnx_bytes: The verified ONNX graph of the published model.
     """
 
-    kind: str
-    task: Task
-    labels: list[str]
-    metrics: dict[str, float]
-    params: dict[str, str]
-    embedding_dim: int
-    num_examples: int
-    data_hash: str
+    summary: TrainingSummary
     onnx_bytes: bytes = field(repr=False)
-
-    @property
-    def onnx_sha256(self) -> str:
-        """SHA-256 (hex) of `onnx_bytes`."""
-        return hashlib.sha256(self.onnx_bytes).hexdigest()
 
     def to_card(
         self,
@@ -89,21 +71,13 @@ class TrainedHead:
             created_at: ISO-8601 UTC time; now if omitted.
         """
         return HeadCard(
+            **dict(self.summary),
             tenant=tenant,
             name=name,
             version=version,
-            kind=self.kind,
-            task=self.task,
-            labels=list(self.labels),
-            metrics=dict(self.metrics),
-            params=dict(self.params),
             backbone=backbone,
             backbone_fingerprint=backbone_fingerprint,
-            embedding_dim=self.embedding_dim,
-            num_examples=self.num_examples,
-            data_hash=self.data_hash,
-            created_at=created_at or utc_now(),
-            onnx_sha256=self.onnx_sha256,
+            created_at=created_at or iso_utc(utc_now()),
         )
 
 
@@ -237,7 +211,7 @@ def _train(
         verify_on = x[val] if len(val) else x[train]
         onnx_bytes = export_verified(final.model, x.shape[1], verify_on, encoded.task)
     report("done", 1.0)
-    return TrainedHead(
+    summary = TrainingSummary(
         kind=head_kind.name,
         task=encoded.task,
         labels=list(encoded.labels),
@@ -246,5 +220,6 @@ def _train(
         embedding_dim=int(x.shape[1]),
         num_examples=len(encoded),
         data_hash=data_hash(x, encoded),
-        onnx_bytes=onnx_bytes,
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
     )
+    return TrainedHead(summary, onnx_bytes)

@@ -29,6 +29,10 @@ class NotFound(TransferdError):
     """The thing does not exist for this caller (another tenant's thing looks the same)."""
 
 
+class AlreadyExists(TransferdError):
+    """The thing to create exists already (e.g. a tenant of that name)."""
+
+
 class Unauthenticated(TransferdError):
     """No key, a forged key or a revoked key."""
 

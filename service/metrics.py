@@ -49,6 +49,10 @@ INFERENCE_LATENCY = Histogram(
 JOBS_FINISHED = Counter(
     "transferd_training_jobs", "Training jobs that ended, by final state.", ["state"]
 )
+JOB_WRITE_FAILURES = Counter(
+    "transferd_job_write_failures",
+    "Job state writes that raised (progress is best effort; a final state is retried).",
+)
 JOBS_ACTIVE = Gauge("transferd_training_jobs_active", "Training jobs queued or running.")
 JOB_DURATION = Histogram(
     "transferd_training_job_duration_seconds",

@@ -49,10 +49,12 @@ class Predictor:
         """
         check_head_name(head)
         check_count(inputs, self._embedder.limits)
-        loaded = await self._registry.load(tenant, head, version)
+        stored = await self._registry.get(tenant, head, version)
+        # Before any work, loading the head included: a reply too large to send is refused from
+        # the stored card, not built.
+        check_predict_reply(stored, len(inputs), top_k, self._max_reply_bytes)
+        loaded = await self._registry.load_stored(stored)
         card = loaded.card
-        # Before any work: a reply too large to send is refused, not built.
-        check_predict_reply(card, len(inputs), top_k, self._max_reply_bytes)
         served = self._served_backbone(loaded)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
         to_embed: list[int] = []  # positions of texts or images; embeddings go straight in

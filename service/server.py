@@ -1,4 +1,5 @@
-"""The gRPC server: wiring, start-up order, health, reflection and graceful shutdown."""
+"""The server: wires the domain (backbones, store, jobs, tenants) to the gRPC front door, and
+owns the start-up order and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -6,19 +7,12 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
-
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from typing import Any
 
 from service import metrics
 from service.api.decoding import RequestDecoder
-from service.api.embedding import EmbeddingServicer
-from service.api.heads import HeadServicer
-from service.api.interceptors import GatewayInterceptor
-from service.api.readiness import HealthFollower
+from service.api.grpc_server import GrpcServer
 from service.api.request_limits import SMALL, largest_input_bytes, method_limits
-from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
@@ -32,22 +26,8 @@ from service.store.head_files import HeadFiles
 from service.store.recovery import StoreNeedsRepair, check_before_open
 from service.store.registry import HeadQuotas, HeadRegistry
 from service.tenancy.directory import TenantDirectory
-from transferd.v1 import (
-    embedding_pb2,
-    embedding_pb2_grpc,
-    heads_pb2,
-    heads_pb2_grpc,
-    tenants_pb2,
-    tenants_pb2_grpc,
-)
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAMES = (
-    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
-    heads_pb2.DESCRIPTOR.services_by_name["HeadService"].full_name,
-    tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
-)
 
 
 class Server:
@@ -93,12 +73,12 @@ class Server:
             JobStore(self.db), self.embedder, self.registry, self._training_pool,
             JobLimits(
                 workers=settings.training_workers,
-                max_active_per_tenant=settings.max_jobs_per_tenant,
-                max_active_total=settings.max_jobs_total,
+                max_jobs_per_tenant=settings.max_jobs_per_tenant,
+                max_jobs_total=settings.max_jobs_total,
                 embed_chunk=min(64, settings.max_inputs_per_request),
                 timeout_s=settings.job_timeout_s,
                 training=TrainingLimits(
-                    max_examples=settings.max_examples_per_job,
+                    max_examples_per_job=settings.max_examples_per_job,
                     max_label_bytes=settings.max_label_bytes,
                     max_labels_per_head=settings.max_labels_per_head,
                     cost_caps=settings.job_cost_caps,
@@ -109,10 +89,6 @@ class Server:
         predictor = Predictor(
             self.embedder, self.registry, self._heads_pool, settings.max_response_bytes
         )
-        self.health = health.aio.HealthServicer()
-        # After start-up, health follows the backbones (a Triton backbone goes down and back)
-        # and the database file (removed or replaced: NOT_SERVING until a restart).
-        self._health_follower = HealthFollower(self._ready, self._set_health, self.health)
         decoder = RequestDecoder(
             self._transport_pool,
             method_limits(
@@ -120,37 +96,16 @@ class Server:
             ),
             SMALL,
         )
-        self._grpc = grpc.aio.server(
-            interceptors=[GatewayInterceptor(self.directory, decoder, self._transport_pool)],
-            options=[
-                # gRPC refuses anything larger than the largest method limit before we see it.
-                ("grpc.max_receive_message_length", decoder.largest),
-                ("grpc.max_send_message_length", settings.max_response_bytes),
-            ],
-        )
-        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
-            EmbeddingServicer(self.embedder, self._transport_pool), self._grpc
-        )
-        heads_pb2_grpc.add_HeadServiceServicer_to_server(
-            HeadServicer(self.embedder, self.jobs, self.registry, predictor, self._transport_pool),
-            self._grpc,
-        )
-        tenants_pb2_grpc.add_TenantServiceServicer_to_server(
-            TenantServicer(self.directory), self._grpc
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
-        self.port = self._grpc.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        self._grpc = GrpcServer(
+            f"{settings.grpc_host}:{settings.grpc_port}",
+            self.embedder, self.jobs, self.registry, predictor, self.directory,
+            decoder, self._transport_pool, settings.max_response_bytes, self._ready,
+        )  # fmt: skip
+        self.port = self._grpc.port
 
     def _ready(self) -> bool:
         """Every backbone can serve, and the database file is still the one opened."""
         return self.embedder.is_ready() and self.db.intact()
-
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, status)
 
     async def start(self) -> None:
         """Listens (health NOT_SERVING), loads every backbone, then reports SERVING."""
@@ -159,7 +114,7 @@ class Server:
 
     async def listen(self) -> None:
         """Accepts connections; health answers NOT_SERVING until `load` is done."""
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._grpc.set_serving(False)
         await self._grpc.start()
         log.info("gRPC listening on %s:%d; loading backbones", self.settings.grpc_host, self.port)
         metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
@@ -167,16 +122,16 @@ class Server:
     async def load(self) -> None:
         """Loads every backbone, then reports SERVING."""
         await self.embedder.start()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        self._health_follower.start()
+        await self._grpc.set_serving(True)
+        self._grpc.follow_readiness()
         names = ", ".join(b.card.name for b in self.embedder.served())
         log.info("SERVING backbones: %s", names)
 
     async def stop(self, drain_delay_s: float = 0.0) -> None:
         """Drains: NOT_SERVING first while still serving (load balancers stop sending), then
         stops accepting and gives in-flight requests a grace period."""
-        await self._health_follower.stop()
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._grpc.stop_following()
+        await self._grpc.set_serving(False)
         if drain_delay_s:
             log.info("NOT_SERVING; still serving for %.1fs", drain_delay_s)
             await asyncio.sleep(drain_delay_s)
@@ -197,13 +152,17 @@ async def serve(settings: Settings) -> None:
     """Runs the server until SIGTERM or SIGINT, then shuts down gracefully."""
     server = Server(settings)
     received: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(
-            sig, lambda s=sig: received.done() or received.set_result(s)
-        )
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     # Start-up may wait long (a Triton that is not ready yet): a signal must not wait for it.
     starting = asyncio.ensure_future(server.start())
-    await asyncio.wait({starting, received}, return_when=asyncio.FIRST_COMPLETED)
+    either: list[asyncio.Future[Any]] = [starting, received]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
         log.info("received %s while starting; stopping", received.result().name)
         starting.cancel()

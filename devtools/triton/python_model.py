@@ -7,7 +7,11 @@ model exists so that development and tests run the real tritonserver (with its r
 batcher) on machines without a GPU.
 
 It behaves like the onnxruntime backend does with dynamic batching: the requests of one
-`execute` call become one ONNX Runtime call, and each request gets its own rows back.
+`execute` call become one ONNX Runtime call, and each request gets its own rows back (or its
+own error: a bad request never fails the others of its batch).
+
+It imports numpy and onnxruntime only: the input and output names come from the model's own
+config (`args["model_config"]`), which cpu_repo copies from the production config.pbtxt.
 """
 
 from __future__ import annotations
@@ -42,24 +46,47 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        """Runs every request of the dynamic batch in one ONNX Runtime call.
+        """Runs every request of the dynamic batch in one ONNX Runtime call; one response each.
 
         Sequence inputs are right-padded with zeros to the longest request of the batch: the
         attention mask is zero there, and the graph's masked mean pooling ignores those positions,
         so padding never changes a row.
+
+        A bad request fails alone: one whose inputs cannot be read gets its own error and is left
+        out of the call; when the call fails (e.g. a token id outside the vocabulary), each
+        request runs alone, so that only the ones that fail by themselves get an error.
         """
-        try:
-            feeds = [
-                {
-                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                    for name in self._input_names
-                }
-                for request in requests
-            ]
-        except Exception as error:  # a malformed request fails alone, with a message
-            return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))] * len(
-                requests
-            )
+        responses: list[Any] = [None] * len(requests)
+        feeds: dict[int, dict[str, np.ndarray]] = {}
+        for index, request in enumerate(requests):
+            try:
+                feeds[index] = self._feed(request)
+            except Exception as error:  # noqa: BLE001 - the request's own error, sent back
+                responses[index] = _error_response(error)
+        if feeds:
+            try:
+                outputs = self._run(list(feeds.values()))
+            except Exception:  # noqa: BLE001 - some request is bad: find it by running each alone
+                outputs = [self._run_alone(feed) for feed in feeds.values()]
+            for index, output in zip(feeds, outputs, strict=True):
+                responses[index] = output
+        return responses
+
+    def _feed(self, request: Any) -> dict[str, np.ndarray]:
+        """A request's inputs, by name; raises naming a missing or inconsistent input."""
+        feed = {}
+        for name in self._input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise ValueError(f"missing input {name!r}")
+            feed[name] = tensor.as_numpy()
+        rows = {array.shape[0] if array.ndim else 0 for array in feed.values()}
+        if len(rows) != 1:
+            raise ValueError("inputs disagree on the batch size")
+        return feed
+
+    def _run(self, feeds: list[dict[str, np.ndarray]]) -> list[Any]:
+        """One ONNX Runtime call over every feed; each feed's own rows, as its response."""
         sizes = [feed[self._input_names[0]].shape[0] for feed in feeds]
         batch = {name: _concat_padded([feed[name] for feed in feeds]) for name in self._input_names}
         (rows,) = self._session.run([self._output_name], batch)
@@ -73,8 +100,20 @@ class TritonPythonModel:
             start += size
         return responses
 
+    def _run_alone(self, feed: dict[str, np.ndarray]) -> Any:
+        try:
+            (response,) = self._run([feed])
+        except Exception as error:  # noqa: BLE001 - this request's own error, sent back
+            return _error_response(error)
+        return response
+
     def finalize(self) -> None:
         self._session = None
+
+
+def _error_response(error: Exception) -> Any:
+    """A response that fails one request, with the reason."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
 
 
 def _concat_padded(arrays: list[np.ndarray]) -> np.ndarray:

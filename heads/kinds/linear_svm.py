@@ -38,7 +38,6 @@ class LinearSvmKind(HeadKind):
         "C": FloatParam(
             "inverse regularisation strength; tuned by cross-validation if unset",
             gt=0.0,
-            tunable=True,
         ),
         "class_weight": ChoiceParam(
             "weighting of classes", default="none", choices=("none", "balanced")

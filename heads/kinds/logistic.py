@@ -32,7 +32,6 @@ class LogisticRegressionKind(HeadKind):
         "C": FloatParam(
             "inverse regularisation strength; tuned by cross-validation if unset",
             gt=0.0,
-            tunable=True,
         ),
         "max_iter": IntParam("lbfgs iteration limit", default=1000, ge=10, le=10000),
         "class_weight": ChoiceParam(

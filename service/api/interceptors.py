@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -73,7 +74,7 @@ class _Outcome:
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
-    ) -> bool:
+    ) -> Literal[False]:  # never swallows: the error becomes an abort, which propagates
         try:
             # AbortError: the handler aborted itself; BaseExceptions (cancellation) pass through.
             if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):

@@ -30,8 +30,6 @@ POLL_INTERVAL_S = 0.25
 # The health service name of liveness (deploy/gateway.yaml's livenessProbe asks for it).
 LIVENESS_SERVICE = "liveness"
 
-ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
-
 
 class HealthFollower:
     """Sets health SERVING or NOT_SERVING whenever `is_ready()` changes, until stopped.
@@ -39,7 +37,7 @@ class HealthFollower:
     Args:
         is_ready: Whether the server can serve now (backbones ready, database intact); cheap,
             it is read 4 times a second.
-        set_health: Sets the server's health status (of the server and each service).
+        set_serving: Sets the health of the server and each service: SERVING or NOT_SERVING.
         servicer: The health servicer, which also answers for LIVENESS_SERVICE once started.
         interval_s: How often `is_ready` is read.
     """
@@ -47,12 +45,12 @@ class HealthFollower:
     def __init__(
         self,
         is_ready: Callable[[], bool],
-        set_health: Callable[[ServingStatus], Awaitable[None]],
+        set_serving: Callable[[bool], Awaitable[None]],
         servicer: health.aio.HealthServicer,
         interval_s: float = POLL_INTERVAL_S,
     ) -> None:
         self._is_ready = is_ready
-        self._set_health = set_health
+        self._set_serving = set_serving
         self._servicer = servicer
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
@@ -77,11 +75,7 @@ class HealthFollower:
                 log.warning(
                     "not ready (a backbone or the database cannot serve): health NOT_SERVING"
                 )
-            await self._set_health(
-                health_pb2.HealthCheckResponse.SERVING
-                if ready
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            await self._set_serving(ready)
 
     async def stop(self) -> None:
         """Stops following (before draining, which sets NOT_SERVING for good; liveness stays)."""

@@ -57,8 +57,6 @@ def _export_unless_current(
     force: bool,
     is_up_to_date: Callable[[BackboneCard], bool],
     build: Callable[[], tuple[BackboneCard, bytes, dict[str, bytes]]],
-    input_dtypes: dict[str, str],
-    input_dims: dict[str, str],
 ) -> ExportOutcome:
     """The flow of every default recipe: keep an intact, current export; otherwise build (which
     verifies), render config.pbtxt and publish, the card last."""
@@ -67,7 +65,7 @@ def _export_unless_current(
         log.info("%s is up to date (%s)", folder.name, folder)
         return ExportOutcome(folder.name, folder, False, current)
     card, model_bytes, side_files = build()
-    config = render_config(card, input_dtypes, input_dims)
+    config = render_config(card)
     publish_backbone(folder, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
     log.info("exported %s to %s (fingerprint %s)", card.name, folder, card.fingerprint[:12])
     return ExportOutcome(card.name, folder, True, card)
@@ -93,8 +91,6 @@ def export_minilm(
         force,
         lambda card: minilm.is_up_to_date(card, fp16),
         lambda: minilm.build(list(VERIFICATION_SENTENCES), min_cosine, fp16),
-        minilm.INPUT_DTYPES,
-        minilm.INPUT_DIMS,
     )
 
 
@@ -111,8 +107,6 @@ def export_efficientnet_lite0(
         force,
         efficientnet.is_up_to_date,
         lambda: efficientnet.build(min_cosine),
-        efficientnet.INPUT_DTYPES,
-        efficientnet.INPUT_DIMS,
     )
 
 

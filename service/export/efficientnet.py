@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
+from service.backbones.modalities.image import image_tensors
 from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
     collate_images,
 )
+from service.export.contract import IMAGE_INPUT_NAME, OPSET, OUTPUT_NAME, dynamic_axes
 from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,9 @@ DIM = 1280
 MEAN = 127.0
 STD = 128.0
 RESIZE_POLICY = RESIZE_SHORTER_SIDE_CENTER_CROP
-OPSET = 17
-INPUT_NAME = "pixels"
-INPUT_NAMES = [INPUT_NAME]
-OUTPUT_NAME = "embedding"
-
-# Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
-INPUT_DTYPES = {INPUT_NAME: "uint8"}
-INPUT_DIMS = {INPUT_NAME: f"{IMAGE_SIZE}, {IMAGE_SIZE}, 3"}
+# What the gateway sends: uint8 pixels [batch, 224, 224, 3] (the image modality's definition).
+INPUT_TENSORS = image_tensors(IMAGE_SIZE)
+INPUT_NAMES = list(INPUT_TENSORS)
 
 
 def source_info() -> dict[str, str]:
@@ -97,7 +94,8 @@ def export_onnx(out_file: Path) -> None:
             x = (pixels.to(torch.float32) - MEAN) / STD
             return self.network.features(x.permute(0, 3, 1, 2))
 
-    sample = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
+    (spec,) = INPUT_TENSORS.values()
+    sample = torch.from_numpy(np.zeros((2, *spec.dims), dtype=spec.dtype))
     raw = out_file.with_suffix(".raw.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         # The exporter cannot fold the reversed Slice it writes for each Pad (and says so 50
@@ -111,7 +109,7 @@ def export_onnx(out_file: Path) -> None:
             str(raw),
             input_names=INPUT_NAMES,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes=dynamic_axes(INPUT_TENSORS),
             opset_version=OPSET,
             dynamo=False,
         )
@@ -184,7 +182,7 @@ def verification_pixels() -> np.ndarray:
     items = [
         decoder.decode(data, f"verification[{i}]") for i, data in enumerate(verification_images())
     ]
-    return collate_images(items)[INPUT_NAME]
+    return collate_images(items)[IMAGE_INPUT_NAME]
 
 
 def reference_features(pixels: np.ndarray) -> np.ndarray:
@@ -201,7 +199,7 @@ def onnx_features(model_file: Path, pixels: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+    (out,) = session.run([OUTPUT_NAME], {IMAGE_INPUT_NAME: pixels})
     return out
 
 

@@ -111,11 +111,9 @@ def export_hf_model(
         card, model_bytes, side_files = hf_text.build(
             folder, options, name, source, list(VERIFICATION_SENTENCES), min_cosine
         )
-        config = render_config(card, hf_text.INPUT_DTYPES, hf_text.INPUT_DIMS)
     else:
         card, model_bytes, side_files = hf_vision.build(folder, options, name, source, min_cosine)
-        assert card.image_size is not None
-        config = render_config(card, hf_vision.INPUT_DTYPES, hf_vision.input_dims(card.image_size))
+    config = render_config(card)
     _check_serveable(card, model_bytes)
     publish_backbone(target, card, model_bytes, {**side_files, "config.pbtxt": config.encode()})
     log.info("exported %s to %s (fingerprint %s)", name, target, card.fingerprint[:12])

@@ -34,7 +34,6 @@ POOLINGS: dict[str, tuple[str, ...]] = {
     "vit": ("cls", "mean"),
     "resnet": ("avg",),
 }
-ALL_POOLINGS = ("mean", "cls", "last", "avg")
 # sentence-transformers' Pooling modes that the graph reproduces.
 SENTENCE_TRANSFORMERS_POOLING = {
     "pooling_mode_mean_tokens": "mean",

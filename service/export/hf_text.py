@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
+from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES
 from service.export.hf_source import ExportOptions, HfExportError, HfFolder, load_model
-from service.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
+from service.export.text_graph import export_text_encoder
 from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 # Bump when the graph or the files written change: an up-to-date check compares it.
 RECIPE = "hf-text-pool-fused/1"
 TOKENIZER_FILE = "tokenizer.json"
-
-# Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
-INPUT_DTYPES = {name: "int64" for name in INPUT_NAMES}
-INPUT_DIMS = {name: "-1" for name in INPUT_NAMES}
 
 # ONNX Runtime's fusion family for each model type (attention, LayerNorm, GELU fused).
 _FUSION_TYPE = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "gpt2": "gpt2"}
@@ -220,7 +217,7 @@ def build(
             modality="text",
             dim=dims(folder)[0],
             fingerprint=sha256_of_file(model_file),
-            input_names=INPUT_NAMES,
+            input_names=TEXT_INPUT_NAMES,
             output_name=OUTPUT_NAME,
             pooling=options.pooling,
             normalized=options.normalize,

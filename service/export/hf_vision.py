@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
+from service.backbones.modalities.image import image_tensors
 from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
 )
+from service.export.contract import IMAGE_INPUT_NAME, OPSET, OUTPUT_NAME, dynamic_axes
 from service.export.efficientnet import verification_images
 from service.export.hf_source import (
     ExportOptions,
@@ -40,19 +42,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the graph or the files written change: an up-to-date check compares it.
 RECIPE = "hf-vision-uint8-nhwc/1"
-OPSET = 17
-INPUT_NAME = "pixels"
-INPUT_NAMES = [INPUT_NAME]
-OUTPUT_NAME = "embedding"
 RESIZE_POLICY = RESIZE_SHORTER_SIDE_CENTER_CROP
 DEFAULT_IMAGE_SIZE = 224
-
-INPUT_DTYPES = {INPUT_NAME: "uint8"}
-
-
-def input_dims(image_size: int) -> dict[str, str]:
-    """Shapes of the inputs without the batch axis, for Triton's config.pbtxt."""
-    return {INPUT_NAME: f"{image_size}, {image_size}, 3"}
 
 
 class Preprocessing:
@@ -130,8 +121,9 @@ def export_onnx(
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return pooled
 
-    size = prep.image_size
-    sample = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    tensors = image_tensors(prep.image_size)
+    (spec,) = tensors.values()
+    sample = torch.from_numpy(np.zeros((2, *spec.dims), dtype=spec.dtype))
     wrapper = PixelsToFeatures(load_model(folder)).eval()
     raw = out_file.with_suffix(".raw.onnx") if folder.model_type == "vit" else out_file
     with torch.no_grad(), warnings.catch_warnings():
@@ -142,9 +134,9 @@ def export_onnx(
             wrapper,
             (sample,),
             str(raw),
-            input_names=INPUT_NAMES,
+            input_names=list(tensors),
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes=dynamic_axes(tensors),
             opset_version=OPSET,
             dynamo=False,
         )
@@ -196,7 +188,7 @@ def onnx_features(model_file: Path, pixels: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+    (out,) = session.run([OUTPUT_NAME], {IMAGE_INPUT_NAME: pixels})
     return out
 
 
@@ -230,7 +222,7 @@ def build(
             modality="image",
             dim=dim(folder),
             fingerprint=sha256_of_file(model_file),
-            input_names=INPUT_NAMES,
+            input_names=[IMAGE_INPUT_NAME],
             output_name=OUTPUT_NAME,
             pooling=options.pooling,
             normalized=options.normalize,

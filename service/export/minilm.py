@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
+from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES
 from service.export.fp16 import FP32, convert_to_fp16, precision
-from service.export.text_graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_text_encoder
+from service.export.text_graph import export_text_encoder
 from service.export.verify import check_min_cosine
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def onnx_embeddings(model_file: Path, tokenizer_json: bytes, sentences: list[str
         ids[row, : len(enc.ids)] = enc.ids
         mask[row, : len(enc.ids)] = 1
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
+    (out,) = session.run([OUTPUT_NAME], dict(zip(TEXT_INPUT_NAMES, (ids, mask), strict=True)))
     return out
 
 
@@ -152,7 +153,7 @@ def build(
             modality="text",
             dim=DIM,
             fingerprint=sha256_of_file(model_file),
-            input_names=INPUT_NAMES,
+            input_names=TEXT_INPUT_NAMES,
             output_name=OUTPUT_NAME,
             pooling="mean",
             normalized=True,
@@ -177,8 +178,3 @@ def is_up_to_date(card: BackboneCard, fp16: bool = False) -> bool:
         and card.export.get("precision", FP32) == precision(fp16)
         and card.source == source_info()
     )
-
-
-# Shapes of the inputs without the batch axis, for Triton's config.pbtxt.
-INPUT_DTYPES = {name: "int64" for name in INPUT_NAMES}
-INPUT_DIMS = {name: "-1" for name in INPUT_NAMES}

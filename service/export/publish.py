@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from service.backbones.card import CARD_FILE, BackboneCard, model_path
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, flushes it, then renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the serving user may differ from the exporter
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from service.store.files import write_atomically
 
 
 def publish_backbone(

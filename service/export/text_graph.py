@@ -11,11 +11,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from service.backbones.modalities.text import TEXT_TENSORS
+from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES, dynamic_axes
 
-OPSET = 17
-INPUT_NAMES = ["input_ids", "attention_mask"]
-OUTPUT_NAME = "embedding"
+log = logging.getLogger(__name__)
 
 
 def export_text_encoder(
@@ -50,13 +49,9 @@ def export_text_encoder(
             module,
             (ids, mask),
             str(raw),
-            input_names=INPUT_NAMES,
+            input_names=TEXT_INPUT_NAMES,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                OUTPUT_NAME: {0: "batch"},
-            },
+            dynamic_axes=dynamic_axes(TEXT_TENSORS),
             opset_version=OPSET,
             dynamo=False,
         )

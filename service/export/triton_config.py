@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from service.backbones.card import BackboneCard
+from service.export.contract import input_tensors
 
 # Preferred sizes let Triton form full batches on the GPU; the delay bounds the latency it may add.
 PREFERRED_BATCH_SIZES = (16, 32, 64)
 MAX_BATCH_SIZE = 64
 MAX_QUEUE_DELAY_US = 2000
 
-_DTYPES = {"int64": "TYPE_INT64", "uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
+# numpy dtype → config.pbtxt data_type (Triton's names for the dtypes the gateway sends).
+_DTYPES = {
+    np.dtype(np.int64): "TYPE_INT64",
+    np.dtype(np.uint8): "TYPE_UINT8",
+    np.dtype(np.float32): "TYPE_FP32",
+}
 
 
-def render_config(
-    card: BackboneCard, input_dtypes: dict[str, str], input_dims: dict[str, str]
-) -> str:
+def render_config(card: BackboneCard) -> str:
     """Renders config.pbtxt for the onnxruntime backend on GPU.
 
+    The inputs are the tensors the gateway sends a backbone of the card's modality
+    (`service.export.contract.input_tensors`): names, dtypes and dims after the batch axis.
+
     Args:
-        card: The backbone's card (name, output name and dim).
-        input_dtypes: Input name to numpy dtype name.
-        input_dims: Input name to the dims without the batch axis, as pbtxt text (e.g. "-1").
+        card: The backbone's card (name, modality, image size, input and output names, dim).
     """
+    tensors = input_tensors(card)
+    if list(tensors) != list(card.input_names):
+        raise ValueError(f"{card.name}: card inputs {card.input_names} != {list(tensors)}")
     inputs = ",\n".join(
-        f'  {{\n    name: "{name}"\n    data_type: {_DTYPES[input_dtypes[name]]}\n'
-        f"    dims: [ {input_dims[name]} ]\n  }}"
-        for name in card.input_names
+        f'  {{\n    name: "{name}"\n    data_type: {_DTYPES[spec.dtype]}\n'
+        f"    dims: [ {', '.join(str(size) for size in spec.dims)} ]\n  }}"
+        for name, spec in tensors.items()
     )
     preferred = ", ".join(str(size) for size in PREFERRED_BATCH_SIZES)
     return (

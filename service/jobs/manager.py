@@ -1,12 +1,13 @@
 """The job manager: admits training jobs, runs them fairly on a bounded pool, lets clients watch.
 
-Admission: a tenant may have `max_active_per_tenant` jobs queued or running, the server
-`max_active_total`, counted in memory (this process is the only writer, and `recover` fails
+Admission: a tenant may have `max_jobs_per_tenant` jobs queued or running, the server
+`max_jobs_total`, counted in memory (this process is the only writer, and `recover` fails
 what an earlier process left active); beyond them, and beyond the tenant's head quotas, TrainHead
 answers RESOURCE_EXHAUSTED at once. Scheduling: `workers` jobs run at a time; when one ends, the
 tenant served longest ago goes next (`service.jobs.scheduler`). A running job is stopped by
 CancelJob, by its wall-clock timeout or by shutdown through its `JobControl`; its worker is
-released only once its training thread has returned.
+released only once its training thread has returned. Every state write's outcome is observed:
+awaited, or run by `JobWriter.in_background`; a failure is logged and counted (`failed_writes`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from heads import InvalidParams, InvalidTrainingData, TrainingStopped
+from heads import InvalidParams, InvalidTrainingData, TrainingStopped, utc_now
 from service import metrics
 from service.backbones.embedder import Embedder
 from service.errors import NotFound, ResourceExhausted, TransferdError, shown
@@ -32,7 +33,6 @@ from service.jobs.scheduler import FairQueue
 from service.jobs.store import JobStore
 from service.jobs.validation import TrainingLimits
 from service.jobs.writer import JobWriter
-from service.store.database import utcnow
 from service.store.registry import HeadRegistry
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ class JobLimits:
     """The manager's settings (see `service.config.Settings` for each)."""
 
     workers: int
-    max_active_per_tenant: int
-    max_active_total: int
+    max_jobs_per_tenant: int
+    max_jobs_total: int
     embed_chunk: int
     timeout_s: float = 1800.0
     training: TrainingLimits = field(default_factory=TrainingLimits)
@@ -100,6 +100,11 @@ class JobManager:
         self._closing = False
 
     @property
+    def failed_writes(self) -> int:
+        """Job state writes that raised since start-up (each was logged)."""
+        return self._writer.failed_writes
+
+    @property
     def training_limits(self) -> TrainingLimits:
         """What TrainHead requests may ask for; pass to `validate_training_request`."""
         return self._limits.training
@@ -119,15 +124,15 @@ class JobManager:
                 (a full disk): then nothing is queued and nothing counts against the tenant.
         """
         async with self._admission:
-            if self._active(tenant) >= self._limits.max_active_per_tenant:
+            if self._active(tenant) >= self._limits.max_jobs_per_tenant:
                 raise ResourceExhausted(
-                    f"this tenant already has {self._limits.max_active_per_tenant} training "
+                    f"this tenant already has {self._limits.max_jobs_per_tenant} training "
                     "jobs queued or running; wait for one to finish"
                 )
-            if len(self._live) >= self._limits.max_active_total:
+            if len(self._live) >= self._limits.max_jobs_total:
                 raise ResourceExhausted("the server has too many training jobs; retry later")
             await self._registry.check_quota(tenant, request.head)
-            now = utcnow()
+            now = utc_now()
             job = JobSnapshot(
                 job_id=uuid.uuid4().hex, tenant=tenant, head=request.head,
                 backbone=request.backbone, kind=request.kind,
@@ -191,16 +196,21 @@ class JobManager:
     async def close(self) -> None:
         """On shutdown: unfinished jobs are failed with a clear reason."""
         self._closing = True  # no queued job starts from now on
-        endings: list[Any] = []
+        running: list[asyncio.Task[None]] = []
+        finishing: dict[str, Any] = {}
         for job_id, live in list(self._live.items()):
             stopping = live.control.stop(StopReason.SHUTDOWN)
             if live.task is not None:
                 if stopping:  # else it is publishing: let that atomic step finish
                     live.task.cancel()
-                endings.append(live.task)
+                running.append(live.task)
             elif self._queue.remove(live.snapshot.tenant, job_id):
-                endings.append(self._finish(job_id, **_stopped(StopReason.SHUTDOWN, 0)))
-        await asyncio.gather(*endings, return_exceptions=True)
+                finishing[job_id] = self._finish(job_id, **_stopped(StopReason.SHUTDOWN, 0))
+        # A running job's task reports its own failure (`_reap`); a queued job's final write here.
+        outcomes = await asyncio.gather(*running, *finishing.values(), return_exceptions=True)
+        for job_id, outcome in zip(finishing, outcomes[len(running) :], strict=True):
+            if isinstance(outcome, Exception):
+                self._writer.failed(f"job {job_id}: storing its final state", outcome)
         await self._writer.close(CLOSE_WRITES_S)
 
     def _active(self, tenant: str) -> int:
@@ -221,13 +231,22 @@ class JobManager:
             live.task.add_done_callback(lambda task, job_id=job_id: self._reap(job_id, task))
 
     def _reap(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """Ends a job whose task was cancelled before it began, so never ran `_run`."""
+        """Observes a job's task when it is done: reports its failure (its final write, which it
+        awaits, raised), and ends a job whose task was cancelled before it began, so never ran
+        `_run`."""
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                self._writer.failed(f"job {job_id}", error)
+            return
         live = self._live.get(job_id)
-        if live is None or live.started or not task.cancelled():
+        if live is None or live.started:
             return
         self._release(live.snapshot.tenant)
         outcome = _stopped(live.control.reason or StopReason.SHUTDOWN, self._limits.timeout_s)
-        asyncio.get_running_loop().create_task(self._finish(job_id, **outcome))
+        self._writer.in_background(
+            self._finish(job_id, **outcome), f"job {job_id}: storing its final state"
+        )
 
     def _release(self, tenant: str) -> None:
         """A job's work (its training thread included) has ended: its worker goes to the next."""
@@ -238,7 +257,7 @@ class JobManager:
     def _update(self, job_id: str, **changes: Any) -> JobSnapshot:
         """Applies a change in memory, tells watchers, and queues its (coalesced) write."""
         live = self._live[job_id]
-        job = live.snapshot = replace(live.snapshot, updated_at=utcnow(), **changes)
+        job = live.snapshot = replace(live.snapshot, updated_at=utc_now(), **changes)
         self._writer.progress(job)
         self._tell(job)
         return job
@@ -257,7 +276,7 @@ class JobManager:
         """Makes the job final: it stops counting at once; its state is stored (retried in the
         background if the store fails) before watchers hear of it, or after a bounded wait."""
         live = self._live.pop(job_id)
-        job = replace(live.snapshot, updated_at=utcnow(), **changes)
+        job = replace(live.snapshot, updated_at=utc_now(), **changes)
         metrics.JOBS_ACTIVE.set(len(self._live))
         await self._writer.final(job)
         self._tell(job)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from heads.targets import Target
 from service.backbones.inputs import Input
 
 
@@ -19,9 +20,6 @@ class JobState(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-Target = str | list[str] | float
 
 
 @dataclass(frozen=True)

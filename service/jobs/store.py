@@ -7,8 +7,9 @@ import json
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from heads import utc_now
 from service.jobs.model import JobSnapshot, JobState
-from service.store.database import Database, as_utc, utcnow
+from service.store.database import Database, as_utc
 from service.store.schema import JobRow
 
 ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -84,7 +85,7 @@ class JobStore:
                     state=JobState.FAILED.value,
                     stage="interrupted",
                     error=reason,
-                    updated_at=utcnow(),
+                    updated_at=utc_now(),
                 )
             )
             return int(result.rowcount or 0)

@@ -23,9 +23,10 @@ from service.store.registry import check_head_name
 
 @dataclass(frozen=True)
 class TrainingLimits:
-    """What one TrainHead request may ask for (settings; the defaults are the settings')."""
+    """What one TrainHead request may ask for: each limit has its setting's name (see
+    `service.config.Settings`), and the defaults are the settings'."""
 
-    max_examples: int = 20_000
+    max_examples_per_job: int = 20_000
     max_label_bytes: int = 256
     max_labels_per_head: int = 10_000
     cost_caps: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_COST_CAPS))
@@ -59,10 +60,10 @@ def validate_training_request(
     served = embedder.get(backbone)
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
-    if len(inputs) > limits.max_examples:
+    if len(inputs) > limits.max_examples_per_job:
         raise InvalidArgument(
             "examples",
-            f"{len(inputs)} examples exceed the limit of {limits.max_examples} per job",
+            f"{len(inputs)} examples exceed the limit of {limits.max_examples_per_job} per job",
         )
     for index, target in enumerate(targets):
         if isinstance(target, MissingTarget):

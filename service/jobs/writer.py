@@ -5,14 +5,20 @@ waiting, and a failed progress write is logged and dropped (the next one carries
 A job's final state is retried with backoff until it lands, however long the disk stays full:
 the caller waits a bounded time for it, then the retries go on in the background, and until
 they land the snapshot is served from memory (`unstored`). Every write is awaited here, so no
-write's exception is ever left unretrieved.
+write's exception is ever left unretrieved; every failed write is counted (`failed_writes` and
+the `transferd_job_write_failures_total` metric) and logged (a job's repeated progress failures
+once). A write the caller does not await goes through
+`in_background`, which keeps its task and reports its failure the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
+from service import metrics
 from service.jobs.model import JobSnapshot
 from service.jobs.store import JobStore
 
@@ -45,6 +51,9 @@ class JobWriter:
         self._unstored: dict[str, JobSnapshot] = {}  # final states not stored yet
         self._stored: dict[str, asyncio.Event] = {}
         self._progress_lost: set[str] = set()  # jobs whose progress failed to store (logged)
+        self._background: set[asyncio.Task[Any]] = set()  # writes nobody awaits, until done
+        #: Writes that raised: every failed attempt, progress or final, and background writes.
+        self.failed_writes = 0
 
     def progress(self, job: JobSnapshot) -> None:
         """Queues a best-effort write of a non-final snapshot (replacing one not yet written)."""
@@ -70,6 +79,27 @@ class JobWriter:
             return False
         return True
 
+    def in_background(self, write: Coroutine[Any, Any, Any], what: str) -> None:
+        """Runs a write that nobody awaits (e.g. a job's final state from a done-callback): its
+        task is kept until it is done, and its failure is reported (`failed`), never lost."""
+        task = asyncio.get_running_loop().create_task(write, name=what)
+        self._background.add(task)
+        task.add_done_callback(lambda done: self._settle(done, what))
+
+    def failed(self, what: str, error: BaseException) -> None:
+        """Reports a write that raised: counted in `failed_writes` and logged with its traceback."""
+        self._count_failure()
+        log.error("%s failed: %s", what, error, exc_info=error)
+
+    def _count_failure(self) -> None:
+        self.failed_writes += 1
+        metrics.JOB_WRITE_FAILURES.inc()
+
+    def _settle(self, task: asyncio.Task[Any], what: str) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.failed(what, error)
+
     def unstored(self, job_id: str) -> JobSnapshot | None:
         """A final snapshot whose write has not landed yet, or None."""
         return self._unstored.get(job_id)
@@ -82,11 +112,16 @@ class JobWriter:
     async def close(self, timeout: float) -> None:
         """Gives pending writes up to ``timeout`` seconds, then abandons them (a restart fails
         jobs left unfinished in the database)."""
-        writers = list(self._writers.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._background:  # they queue writes of their own: first let them do so
+            await asyncio.wait(list(self._background), timeout=timeout)
+        writers = [*self._background, *self._writers.values()]
         if writers:
-            await asyncio.wait(writers, timeout=timeout)
+            await asyncio.wait(writers, timeout=max(deadline - loop.time(), 0.0))
         for writer in writers:
             writer.cancel()
+        # Failures are reported where they happen (`_write`, `_settle`): only cancellations here.
         await asyncio.gather(*writers, return_exceptions=True)
         if self._unstored:
             log.error("%d job final state(s) were never stored", len(self._unstored))
@@ -105,6 +140,7 @@ class JobWriter:
                 try:
                     await self._store.save(job)
                 except Exception as error:  # noqa: BLE001 - a write failure must never escape
+                    self._count_failure()
                     if not final:
                         if job_id not in self._progress_lost:  # once a job: it repeats
                             self._progress_lost.add(job_id)

@@ -15,31 +15,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from heads import HeadCard, HeadFormatError
+from heads import HeadCard, HeadFormatError, utc_now
 from service.store.disk_errors import disk_full_as_exhausted
+from service.store.files import fsync_dir, write_atomically
 
 ONNX_FILE = "head.onnx"
 CARD_FILE = "card.json"
 STAGING = ".staging"
 QUARANTINE = ".quarantine"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 # Why a version cannot serve when its ONNX bytes are not the ones its card was published with.
@@ -53,7 +38,7 @@ def onnx_damage(onnx: bytes, card: HeadCard) -> str | None:
 
 def new_stamp() -> str:
     """A unique, sortable name for one quarantine run (UTC time plus a random suffix)."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)
@@ -117,9 +102,9 @@ class HeadFiles:
         try:
             with disk_full_as_exhausted("the head's files"):
                 staging.mkdir()
-                _write_synced(staging / ONNX_FILE, onnx)
-                _write_synced(staging / CARD_FILE, card_json.encode())
-                _fsync_dir(staging)
+                write_atomically(staging / ONNX_FILE, onnx)
+                write_atomically(staging / CARD_FILE, card_json.encode())
+                fsync_dir(staging)
                 final = self.folder(tenant, name, version)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if final.exists():
@@ -127,7 +112,7 @@ class HeadFiles:
                     # the start-up sweep has not seen: keep it, as the sweep would.
                     self.quarantine(final, new_stamp())
                 os.rename(staging, final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -171,7 +156,7 @@ class HeadFiles:
         target = self.folder(found.tenant, found.name, int(found.version))
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(found.path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         # Drop the now empty name/tenant/run folders of the quarantine (rmdir refuses non-empty).
         for parent in list(found.path.parents)[:3]:
             try:

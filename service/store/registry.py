@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
-from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead
+from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead, utc_now
 from service.errors import (
     DataLoss,
     InvalidArgument,
@@ -24,7 +24,7 @@ from service.errors import (
     TransferdError,
     shown,
 )
-from service.store.database import Database, utcnow
+from service.store.database import Database
 from service.store.head_cache import HeadCache
 from service.store.head_files import HeadFiles, onnx_damage
 from service.store.recovery import SweepReport, recover_at_start_up
@@ -57,13 +57,13 @@ class StoredHead(HeadCard):
     files serve, else why they cannot (e.g. "its ONNX file fails the card's checksum").
     """
 
-    damage: str | None
+    damage: str | None = None
 
     @classmethod
     def of(cls, card_json: str, damage: str | None) -> StoredHead:
-        stored = cls.from_json(card_json)
-        object.__setattr__(stored, "damage", damage)  # the card is frozen
-        return stored
+        card = HeadCard.from_json(card_json)
+        # Validated just above: built without validating (and copying) every label again.
+        return cls.model_construct(**dict(card), damage=damage)
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class HeadRegistry:
                         name=name,
                         version=version,
                         card_json=card_json,
-                        created_at=utcnow(),
+                        created_at=utc_now(),
                     )  # fmt: skip
                 )
 
@@ -244,7 +244,7 @@ class HeadRegistry:
                 select_ = select_.where(HeadRow.version == version)
             rows = list(session.scalars(select_))
             for row in rows:
-                row.deleted_at = utcnow()
+                row.deleted_at = utc_now()
             return [row.version for row in rows]
 
         deleted = await self._db.run(tombstone)
@@ -261,8 +261,18 @@ class HeadRegistry:
             NotFound: no such head, or it was deleted while this call loaded it.
             DataLoss: its stored files are damaged (the version is marked damaged).
         """
-        stored = await self.get(tenant, name, version)
-        key = (tenant, name, stored.version)
+        return await self.load_stored(await self.get(tenant, name, version))
+
+    async def load_stored(self, stored: StoredHead) -> LoadedHead:
+        """The loaded head of a version `get` returned (from the LRU when it is there): callers
+        check what the card allows before paying for loading it.
+
+        Raises:
+            NotFound: it was deleted since `get`.
+            DataLoss: its stored files are damaged (the version is marked damaged).
+        """
+        name, version = stored.name, stored.version
+        key = (stored.tenant, name, version)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -279,7 +289,7 @@ class HeadRegistry:
         except _Damaged as damaged:
             raise await self._damaged(stored, damaged.reason) from None
         if stored.damage is not None:
-            log.info("head %s/%s v%d serves again", tenant, name, stored.version)
+            log.info("head %s/%s v%d serves again", stored.tenant, name, version)
             await self._mark(stored, None)
         self._cache.put(key, loaded)
         return loaded

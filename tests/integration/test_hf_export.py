@@ -301,6 +301,22 @@ def test_the_server_lists_the_text_exports(hf_stub, hf_repo: Path) -> None:
         assert backbone.fingerprint == BackboneCard.load(hf_repo / name).fingerprint
 
 
+def test_the_server_lists_the_folder_each_export_came_from(
+    hf_stub, hf_models: dict[str, Path]
+) -> None:
+    listed = {
+        b.name: b.source
+        for b in hf_stub.ListBackbones(embedding_pb2.ListBackbonesRequest()).backbones
+    }
+    folders = {name: (hf_models[family], family) for name, (family, _) in EXPORTS.items()}
+    folders[REAL_MINILM] = (minilm_folder(), "bert")
+    for name, (folder, family) in folders.items():
+        weights = sha256_of_file(folder / "model.safetensors")
+        assert listed[name] == (
+            f"Hugging Face folder {folder.resolve()} ({family}, weights sha256 {weights[:12]})"
+        ), name
+
+
 def _torch_text_embeddings(
     folder: Path, pooling: str, normalize: bool, length: int, texts: list[str]
 ) -> np.ndarray:

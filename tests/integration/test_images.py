@@ -1,4 +1,8 @@
-"""Images over real gRPC: the EfficientNet-Lite0 backbone, image errors, an image head, mlp heads."""
+"""Images over real gRPC: the EfficientNet-Lite0 backbone, image errors, an image head, mlp heads.
+
+Every test here runs on both runtimes (`both_runtimes`). EfficientNet-Lite0 takes uint8 pixels of
+a fixed size, so on Triton its calls always share a shape.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from tests.integration.conftest import (
     wait_for_job,
 )
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2
+
+pytestmark = pytest.mark.both_runtimes
 
 IMAGE_BACKBONE = "efficientnet-lite0"
 # Real photos and textures shipped with scikit-image: one class each.
@@ -74,10 +80,10 @@ def image(data: bytes) -> common_pb2.Input:
     return common_pb2.Input(image=data)
 
 
-def test_image_backbone_is_listed(embedding_stub) -> None:
+def test_image_backbone_is_listed(embedding_stub, runtime: str) -> None:
     reply = embedding_stub.ListBackbones(embedding_pb2.ListBackbonesRequest())
     (backbone,) = [b for b in reply.backbones if b.name == IMAGE_BACKBONE]
-    assert (backbone.modality, backbone.dim, backbone.runtime) == ("image", 1280, "embedded")
+    assert (backbone.modality, backbone.dim, backbone.runtime) == ("image", 1280, runtime)
     assert len(backbone.fingerprint) == 64
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,20 @@ HELD_OUT = [
     t
     for t, _ in labelled({k: v for k, v in topics()["test"].items() if k in ("sports", "cooking")})
 ]
+# Minutes of mlp training (tens of thousands of steps of a few ms): a job that is still running
+# when the test stops the server, whatever the machine.
+LONG = {"kind": "mlp", "params": {"epochs": "2000", "batch_size": "1", "hidden": "1024"}}
+
+
+def until_fitting(watch: Iterator[heads_pb2.Job]) -> heads_pb2.Job:
+    """Follows a WatchJob stream until the job is fitting (so RUNNING); fails if it ends first.
+    The stream's own deadline bounds the wait."""
+    for update in watch:
+        if update.stage == "fit":
+            assert update.state == heads_pb2.JOB_STATE_RUNNING, update
+            return update
+        assert update.state in (heads_pb2.JOB_STATE_QUEUED, heads_pb2.JOB_STATE_RUNNING), update
+    raise AssertionError("the job's stream ended before it was fitting")
 
 
 def _predict(stub: heads_pb2_grpc.HeadServiceStub) -> list[tuple[str, list[tuple[str, float]]]]:
@@ -30,10 +45,8 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
     tmp_path: Path, model_repo: Path
 ) -> None:
     server = start_server(
-        tmp_path, model_repo,
-        TRANSFERD_TRAINING_WORKERS="1", TRANSFERD_MAX_JOBS_PER_TENANT="2",
-        TRANSFERD_MAX_EXAMPLES_PER_JOB="5000",
-    )  # fmt: skip
+        tmp_path, model_repo, TRANSFERD_TRAINING_WORKERS="1", TRANSFERD_MAX_JOBS_PER_TENANT="2"
+    )
     key = server.create_tenant_key("acme")
     with authed_channel(server.address, key) as channel:
         stub = heads_pb2_grpc.HeadServiceStub(channel)
@@ -41,11 +54,8 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
         assert wait_for_job(stub, first.job_id)[-1].state == heads_pb2.JOB_STATE_SUCCEEDED
         before = _predict(stub)
 
-        # A long job (embedding 1,500 texts takes a while on two cores), then one waiting behind it.
-        many = [
-            (f"{text} (variant {i})", label) for i in range(25) for text, label in TWO_TOPICS[:60]
-        ]
-        long_job = stub.TrainHead(train_request("kept", many))
+        # A job that trains for minutes, then one waiting behind it.
+        long_job = stub.TrainHead(train_request("kept", TWO_TOPICS, **LONG))
         queued = stub.TrainHead(train_request("other", TWO_TOPICS))
         with pytest.raises(grpc.RpcError) as caught:  # acme now has 2 active jobs: the limit
             stub.TrainHead(train_request("third", TWO_TOPICS))
@@ -54,10 +64,8 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
         cancelled = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=queued.job_id))
         assert cancelled.state == heads_pb2.JOB_STATE_CANCELLED
 
-        for update in stub.WatchJob(heads_pb2.WatchJobRequest(job_id=long_job.job_id), timeout=120):
-            if update.state == heads_pb2.JOB_STATE_RUNNING and update.progress > 0.05:
-                break
-        assert update.state == heads_pb2.JOB_STATE_RUNNING, update
+        # Killed while it fits: minutes of work left, far more than the moment to the kill.
+        until_fitting(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=long_job.job_id), timeout=120))
     server.kill()  # SIGKILL: no chance to clean up
 
     server.start()  # same ports, same data folder, same admin key
@@ -86,10 +94,9 @@ def test_shutdown_fails_running_jobs_with_a_reason(tmp_path: Path, model_repo: P
     key = server.create_tenant_key("acme")
     with authed_channel(server.address, key) as channel:
         stub = heads_pb2_grpc.HeadServiceStub(channel)
-        many = [(f"{text} ({i})", label) for i in range(10) for text, label in TWO_TOPICS]
-        job = stub.TrainHead(train_request("h", many))
+        job = stub.TrainHead(train_request("h", TWO_TOPICS, **LONG))
         watch = stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), timeout=120)
-        next(watch)
+        until_fitting(watch)  # running, with minutes of work left
         assert server.stop() == 0
         updates = list(watch)  # the stream ends with the final state, not with an error
     assert updates[-1].state == heads_pb2.JOB_STATE_FAILED and "shut down" in updates[-1].error

@@ -86,9 +86,13 @@ def test_tenant_and_key_validation(raw_channel, server: ServerProcess) -> None:
             and "tenant" in caught.value.details()
         )
     tenants.CreateTenant(tenants_pb2.CreateTenantRequest(tenant="dup"), metadata=admin)
-    assert _code(
-        lambda: tenants.CreateTenant(tenants_pb2.CreateTenantRequest(tenant="dup"), metadata=admin)
-    ) == (grpc.StatusCode.INVALID_ARGUMENT)
+    with pytest.raises(grpc.RpcError) as caught:
+        tenants.CreateTenant(tenants_pb2.CreateTenantRequest(tenant="dup"), metadata=admin)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS, caught.value.details()
+    assert caught.value.details() == "tenant 'dup' already exists"
+    # The tenant is still usable: creating it again changed nothing.
+    key = tenants.CreateApiKey(tenants_pb2.CreateApiKeyRequest(tenant="dup"), metadata=admin)
+    assert key.tenant == "dup"
     missing = tenants_pb2.CreateApiKeyRequest(tenant="no-such-tenant")
     assert _code(lambda: tenants.CreateApiKey(missing, metadata=admin)) == grpc.StatusCode.NOT_FOUND
     revoke = tenants_pb2.RevokeApiKeyRequest(key_id="0123456789abcdef")
@@ -108,6 +112,13 @@ def test_revoked_key_is_refused_at_once(raw_channel, server: ServerProcess) -> N
         _code(lambda: embed.Embed(EMBED, metadata=bearer(key.secret)))
         == grpc.StatusCode.UNAUTHENTICATED
     )
+
+
+def test_create_tenant_key_tolerates_an_existing_tenant(server: ServerProcess) -> None:
+    """The launcher's helper recognises ALREADY_EXISTS by its code, not by the message."""
+    first = server.create_tenant_key("twice")
+    second = server.create_tenant_key("twice")
+    assert first != second
 
 
 def test_secrets_are_stored_only_as_hashes(server: ServerProcess, tmp_path_factory) -> None:

@@ -15,7 +15,9 @@ import pytest
 
 from devtools.client import authed_channel
 from devtools.launcher import ServerProcess
+from tests.conftest import BACKBONE
 from tests.integration.conftest import labelled, start_server, topics, train_request, wait_for_job
+from tests.integration.scrape import server_metrics, value
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
 
 ALL_TOPICS = labelled(topics()["train"])  # 72 examples, 6 labels
@@ -121,37 +123,45 @@ def test_another_tenants_small_job_does_not_wait_behind_a_queue_of_slow_jobs(
     own_server: ServerProcess,
 ) -> None:
     a, b = stubs(own_server, "tenant-a", "tenant-b")
-    watched = [submit_watched(a, train_request(f"slow{i}", ALL_TOPICS, **SLOW)) for i in range(4)]
-    time.sleep(0.3)  # B arrives while A's first job runs and three wait
+    # A's first job holds the only worker until the test cancels it; three more of A's wait.
+    first = a.TrainHead(train_request("long", TWO_TOPICS, **LONG))
+    watched = [submit_watched(a, train_request(f"slow{i}", ALL_TOPICS, **SLOW)) for i in range(3)]
+    wait_until(a, first.job_id, lambda job: job.state == RUNNING)
+    # B arrives behind all of them.
     b_timeline, b_thread = submit_watched(b, train_request("small", TWO_TOPICS, **QUICK))
+    cancelled = a.CancelJob(heads_pb2.CancelJobRequest(job_id=first.job_id), timeout=60)
+    assert cancelled.state == CANCELLED
     for _, thread in [*watched, (b_timeline, b_thread)]:
         thread.join(300)
     a_lines = [timeline for timeline, _ in watched]
     for timeline in [*a_lines, b_timeline]:
         assert not timeline.errors and timeline.final is not None
         assert timeline.final.state == SUCCEEDED, timeline.final
-    a_run = [line.ran_for for line in a_lines]
-    b_wait = b_timeline.ended - b_timeline.submitted  # type: ignore[operator]
-    print(f"A's jobs ran {[round(s, 2) for s in a_run]} s; B's job ended {b_wait:.2f} s after it")
-    # B went next, before A's second job: at most A's job in flight plus its own.
-    assert b_timeline.started < a_lines[1].started  # type: ignore[operator]
-    assert b_wait < 1.5 * max(a_run) + b_timeline.ran_for + 1.0
-    # In one FIFO B would have ended after all four of A's; it ended long before A's last.
-    assert b_timeline.ended < a_lines[-1].ended - 1.5 * min(a_run)  # type: ignore[operator]
+    # Tenants take turns for the worker: B's job ran next, before A's waiting jobs, and was done
+    # before the last of them began. In one FIFO it would have run after all three.
+    assert b_timeline.started < a_lines[0].started  # type: ignore[operator]
+    assert b_timeline.ended < a_lines[-1].started  # type: ignore[operator]
 
 
-def test_a_job_over_the_compute_budget_is_refused_at_once(heads_stub) -> None:
+def test_a_job_over_the_compute_budget_is_refused_at_once(
+    server: ServerProcess, heads_stub
+) -> None:
     examples = [(f"{text} ({i})", label) for i in range(5) for text, label in ALL_TOPICS][:300]
-    started = time.monotonic()
+    before = server_metrics(server)
     with pytest.raises(grpc.RpcError) as refused:
         heads_stub.TrainHead(train_request("hostile", examples, **HOSTILE))
-    took = time.monotonic() - started
+    after = server_metrics(server)
     error = refused.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = error.details()
     assert "params[epochs], params[batch_size], params[hidden]" in details
     assert "estimated training cost" in details and "cap of 5e+13" in details
-    assert took < 5.0, took  # refused before anything is embedded
+    # Refused before any work: no job was queued and not one of its texts was embedded.
+    for name, labels in (
+        ("transferd_training_jobs_active", {}),
+        ("transferd_batch_size_sum", {"backbone": BACKBONE}),
+    ):
+        assert value(after, name, **labels) == value(before, name, **labels), name
 
 
 def test_labels_over_the_limits_are_refused_naming_them(heads_stub) -> None:
@@ -202,8 +212,10 @@ def test_cancel_stops_the_training_computation_and_frees_the_worker(
     time.sleep(2.0)
     busy = (cpu_seconds(pid) - before) / 2.0  # CPU-seconds a second while training
 
+    # CancelJob answers once the training thread has stopped: its deadline is far shorter than
+    # the minutes of training left, so an answer means the computation was interrupted.
     asked = time.monotonic()
-    cancelled = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=long_job.job_id))
+    cancelled = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=long_job.job_id), timeout=60)
     answered = time.monotonic() - asked
     assert cancelled.state == CANCELLED and cancelled.error == "cancelled by the client"
     # The queued job now runs; let it finish, then measure an idle server.
@@ -212,9 +224,10 @@ def test_cancel_stops_the_training_computation_and_frees_the_worker(
     time.sleep(3.0)
     idle = (cpu_seconds(pid) - before) / 3.0
     print(f"training {busy:.2f} CPU-s/s; after cancel {idle:.3f} CPU-s/s; answered {answered:.2f}s")
-    assert busy > 0.5  # the measurement sees a training thread at work
+    # The measurement sees a training thread at work (a core is ~1.0; shared CI machines give
+    # it less); what matters is the ratio below.
+    assert busy > 0.25
     assert idle < 0.1 * busy  # nothing keeps computing for the cancelled job
-    assert answered < 5.0
     again = stub.GetJob(heads_pb2.GetJobRequest(job_id=long_job.job_id))
     assert again.state == CANCELLED and again.version == 0
 
@@ -234,7 +247,8 @@ def test_a_job_past_its_wall_clock_timeout_is_stopped_and_failed(
     final = timeline.final
     assert final is not None and final.state == FAILED, final
     assert final.stage == "timed_out" and "limit of 4 s" in final.error and final.version == 0
-    assert timeline.ran_for < 4.0 + 5.0  # stopped at the limit, not when training ended
+    # Stopped at the limit, not when training ended: LONG trains for minutes.
+    assert timeline.ran_for < 60, timeline.ran_for
     before = cpu_seconds(pid)
     time.sleep(2.0)
     assert (cpu_seconds(pid) - before) / 2.0 < 0.1  # and its thread stopped computing

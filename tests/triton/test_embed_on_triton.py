@@ -1,7 +1,7 @@
-"""The Embed integration checks, unchanged, against a gateway whose backbone runs on Triton.
+"""The gateway on Triton embeds exactly like the embedded runtime (ONNX Runtime in-process).
 
-The imported tests take `server`, `channel` and `embedding_stub` from tests/triton/conftest.py:
-the real tritonserver behind the real gateway. Only ListBackbones differs (runtime is "triton").
+The Embed and error checks of tests/integration run on Triton too: those modules are marked
+`both_runtimes` (tests/integration/servers.py), so every test added there runs on both runtimes.
 """
 
 from __future__ import annotations
@@ -12,30 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service.backbones.card import BackboneCard, model_path, sha256_of_file
+from service.backbones.card import BackboneCard
 from service.backbones.modalities.text import TextModality
 from service.backbones.runtimes.embedded import EmbeddedOptions, EmbeddedRuntime
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
-from tests.integration.test_embed import (  # noqa: F401 - collected here, run against Triton
-    test_a_text_embeds_the_same_whatever_it_is_batched_with,
-    test_concurrent_clients_each_get_their_own_vectors,
-    test_embeddings_equal_sentence_transformers,
-    test_long_text_is_truncated_like_sentence_transformers,
-)
-from tests.integration.test_errors import (  # noqa: F401
-    test_bad_input_is_invalid_argument_naming_the_field,
-    test_bad_requests_do_not_disturb_concurrent_good_ones,
-)
-from transferd.v1 import embedding_pb2
-
-
-def test_list_backbones_reports_the_triton_runtime(embedding_stub, model_repo: Path) -> None:
-    backbones = embedding_stub.ListBackbones(embedding_pb2.ListBackbonesRequest()).backbones
-    assert {b.runtime for b in backbones} == {"triton"}  # every exported backbone, text or image
-    (backbone,) = [b for b in backbones if b.name == BACKBONE]
-    assert backbone.dim == 384
-    assert backbone.fingerprint == sha256_of_file(model_path(model_repo / BACKBONE))
 
 
 def _embedded_runtime_vectors(model_repo: Path, texts: list[str]) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,21 +21,30 @@ from devtools.triton.process import TritonProcess
 from service.api.readiness import LIVENESS_SERVICE
 from tests.conftest import BACKBONE
 from tests.integration.conftest import cosines, text_request, vectors
-from tests.triton.conftest import PYTHON_ENV, start_triton, start_triton_gateway
+from tests.triton.conftest import (
+    PYTHON_ENV,
+    start_triton,
+    start_triton_gateway,
+    triton_gateway_process,
+)
 from transferd.v1 import embedding_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def wait_for_health(address: str, wanted: int, timeout: float) -> float:
-    """Seconds until health reports `wanted`; fails the test after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if health_status(address) == wanted:
-            return time.monotonic() - started
+def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls `condition` until it holds; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout}s")
         time.sleep(0.05)
-    pytest.fail(f"health never became {wanted} within {timeout}s (now {health_status(address)})")
+
+
+def wait_for_health(address: str, wanted: int, timeout: float) -> None:
+    """Waits until health reports `wanted`; fails the test after `timeout`."""
+    until(lambda: health_status(address) == wanted, timeout, f"health never became {wanted}")
 
 
 @pytest.fixture
@@ -74,26 +83,29 @@ def test_kill_mid_run_gives_unavailable_then_the_same_gateway_recovers(stack, se
 
         with ThreadPoolExecutor(4) as pool:
             running = [pool.submit(client) for _ in range(4)]
-            time.sleep(1.0)
-            triton.kill()
-            assert wait_for_health(gateway.address, NOT_SERVING, timeout=5) < 5
-            # Alive all the same: a restart of the gateway would not bring Triton back.
-            assert health_status(gateway.address, LIVENESS_SERVICE) == SERVING
-            time.sleep(1.0)
-            stop.set()
+            try:
+                served = lambda: codes.count(grpc.StatusCode.OK) >= 4  # noqa: E731
+                until(served, 60, "the clients were not served")
+                triton.kill()
+                wait_for_health(gateway.address, NOT_SERVING, timeout=30)
+                # Alive all the same: a restart of the gateway would not bring Triton back.
+                assert health_status(gateway.address, LIVENESS_SERVICE) == SERVING
+                refused = lambda: grpc.StatusCode.UNAVAILABLE in codes  # noqa: E731
+                until(refused, 60, "the clients never got UNAVAILABLE")
+            finally:
+                stop.set()
             for future in running:
                 future.result()
         assert grpc.StatusCode.OK in codes and grpc.StatusCode.UNAVAILABLE in codes
         # Nothing else: no INTERNAL, no hang past the deadline.
         assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
 
-        # While Triton is down every call answers UNAVAILABLE, promptly (bounded retries).
-        started = time.monotonic()
+        # While Triton is down every call answers UNAVAILABLE, within its deadline: the retries
+        # are bounded (unbounded ones would end in DEADLINE_EXCEEDED).
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Embed(text_request(texts[:1]))
+            stub.Embed(text_request(texts[:1]), timeout=30)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "unavailable" in caught.value.details()
-        assert time.monotonic() - started < 3
 
         # Triton returns on the same ports; the same gateway process serves again.
         triton.start()
@@ -106,20 +118,31 @@ def test_kill_mid_run_gives_unavailable_then_the_same_gateway_recovers(stack, se
 def test_gateway_started_before_triton_waits_for_it(tmp_path: Path, model_repo: Path) -> None:
     """Pods start in any order: the gateway is NOT_SERVING until Triton is up, then serves."""
     triton = TritonProcess(model_repo, tmp_path / "triton", python_env=PYTHON_ENV)
-    timer = threading.Timer(2.0, triton.start)
-    timer.start()
-    started = time.monotonic()
-    try:
-        gateway = start_triton_gateway(tmp_path / "gateway", model_repo, triton.grpc_url)
+    gateway = triton_gateway_process(tmp_path / "gateway", model_repo, triton.grpc_url)
+    waited: list[bool] = []
+    failures: list[BaseException] = []
+
+    def start_triton_once_the_gateway_waits() -> None:
         try:
-            assert time.monotonic() - started >= 2.0
-            with authed_channel(gateway.address, gateway.create_tenant_key("acme")) as channel:
-                reply = embedding_pb2_grpc.EmbeddingServiceStub(channel).Embed(text_request(["hi"]))
-            assert len(reply.embeddings) == 1
-        finally:
-            gateway.stop()
+            # Up, answering health, NOT_SERVING: the gateway waits for Triton. Only now start it.
+            wait_for_health(gateway.address, NOT_SERVING, timeout=120)
+            waited.append(True)
+            triton.start()
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            failures.append(error)
+
+    starter = threading.Thread(target=start_triton_once_the_gateway_waits, daemon=True)
+    starter.start()
+    try:
+        gateway.start()  # returns once SERVING
+        assert waited == [True] and not failures, failures
+        with authed_channel(gateway.address, gateway.create_tenant_key("acme")) as channel:
+            reply = embedding_pb2_grpc.EmbeddingServiceStub(channel).Embed(text_request(["hi"]))
+        assert len(reply.embeddings) == 1
     finally:
-        timer.join()
+        if gateway.process is not None:
+            gateway.stop()
+        starter.join(timeout=300)
         triton.stop()
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from service.backbones.card import BackboneCard
 from service.export import minilm
+from service.export.contract import OUTPUT_NAME, TEXT_INPUT_NAMES
 from service.export.triton_config import render_config
 from service.export.verify import ExportVerificationError, check_min_cosine, row_cosines
 
@@ -62,10 +63,10 @@ def test_shape_mismatch_and_non_finite_values_fail() -> None:
 def test_committed_triton_config_is_what_export_writes() -> None:
     card = BackboneCard(
         name=minilm.NAME, modality="text", dim=minilm.DIM, fingerprint="0" * 64,
-        input_names=minilm.INPUT_NAMES, output_name=minilm.OUTPUT_NAME, pooling="mean",
+        input_names=TEXT_INPUT_NAMES, output_name=OUTPUT_NAME, pooling="mean",
         normalized=True, source={},
     )  # fmt: skip
-    rendered = render_config(card, minilm.INPUT_DTYPES, minilm.INPUT_DIMS)
+    rendered = render_config(card)
     committed = (ROOT / "model_repo" / minilm.NAME / "config.pbtxt").read_text()
     assert rendered == committed
     for required in (

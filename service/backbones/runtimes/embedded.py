@@ -135,8 +135,9 @@ class EmbeddedRuntime:
         rows = await self._batcher.submit(tenant, items, deadline)
         return np.stack(rows).astype(np.float32, copy=False)
 
-    async def _run_call(self, items: list[Any]) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, items)
+    async def _run_call(self, items: list[Any]) -> list[np.ndarray]:
+        rows = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, items)
+        return list(rows)  # one row per item, as the batcher hands them back
 
     def _infer(self, items: list[Any]) -> np.ndarray:
         """One inference call over the items the batcher chose."""

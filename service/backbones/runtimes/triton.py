@@ -228,8 +228,13 @@ class TritonRuntime:
         rows = await self._batcher.submit(tenant, items, deadline)
         return np.stack(rows).astype(np.float32, copy=False)
 
-    async def _infer(self, items: list[Any]) -> np.ndarray:
-        """One Triton call with retries on UNAVAILABLE (exponential backoff with full jitter)."""
+    async def _infer(self, items: list[Any]) -> list[np.ndarray]:
+        """One Triton call with retries on UNAVAILABLE (exponential backoff with full jitter).
+
+        Not gRPC's own retry policy: it caps attempts at 5 (TRANSFERD_TRITON_RETRIES allows 10),
+        its deadline spans every attempt where ours is per attempt, and a failure must also mark
+        the backbone unready at once (`_translate`).
+        """
         assert self._client is not None
         inputs = []
         for name, array in self._batching.collate(items).items():
@@ -260,7 +265,7 @@ class TritonRuntime:
                 raise RuntimeError(
                     f"{self.card.name}: Triton returned shape {getattr(rows, 'shape', None)}"
                 )
-            return rows
+            return list(rows)  # one row per item, as the batcher hands them back
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _translate(self, error: InferenceServerException) -> Exception:

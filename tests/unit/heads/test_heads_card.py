@@ -1,14 +1,23 @@
-"""Head card JSON round-trip, strict loading, data hash."""
+"""Head card JSON round-trip, strict loading naming the field, data hash."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from heads import FORMAT_VERSION, HeadCard, HeadFormatError, Task, data_hash, utc_now
+from heads import (
+    FORMAT_VERSION,
+    HeadCard,
+    HeadFormatError,
+    Task,
+    TrainingSummary,
+    data_hash,
+    iso_utc,
+    utc_now,
+)
 
 HASH = "ab" * 32
 
@@ -101,11 +110,63 @@ _DELETE = object()
         _mutated(format_version=2),
         _mutated(name=""),
         _mutated(backbone=None),
+        _mutated(format_version=_DELETE),  # defaulted in code, required on disk
     ],
 )
 def test_strict_loading(text: str) -> None:
     with pytest.raises(HeadFormatError):
         HeadCard.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"version": "3"}, "version"),
+        ({"embedding_dim": 0}, "embedding_dim"),
+        ({"labels": ["a", "a"]}, "labels"),
+        ({"metrics": {"accuracy": "high"}}, "metrics.accuracy"),
+        ({"onnx_sha256": "AB" * 32}, "onnx_sha256"),
+        ({"created_at": "2025-03-01T10:20:30"}, "created_at"),
+        ({"format_version": 2}, "format_version"),
+        ({"extra_key": "x"}, "extra_key"),
+        ({"tenant": _DELETE}, "tenant"),
+    ],
+)
+def test_a_bad_card_names_the_field(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(HeadFormatError, match=rf"^invalid head card: {field}: "):
+        HeadCard.from_json(_mutated(**changes))
+
+
+def test_the_card_is_frozen() -> None:
+    card = _card()
+    with pytest.raises(ValueError):
+        card.version = 4  # type: ignore[misc]
+
+
+def test_stored_cards_of_the_current_format_load_unchanged() -> None:
+    """A card as an earlier release wrote it (every key, sorted, indented) loads, and writes
+    back byte for byte."""
+    stored = json.dumps(
+        {
+            "backbone": "all-minilm-l6-v2", "backbone_fingerprint": "cd" * 32,
+            "created_at": "2025-03-01T10:20:30.123Z", "data_hash": HASH, "embedding_dim": 384,
+            "format_version": 1, "kind": "logistic_regression", "labels": ["a", "b"],
+            "metrics": {"accuracy": 1.0, "num_train": 8.0}, "name": "h", "num_examples": 10,
+            "onnx_sha256": "ef" * 32, "params": {"C": "1.0"}, "task": "classification",
+            "tenant": "acme", "version": 1,
+        },
+        sort_keys=True, indent=2, ensure_ascii=False,
+    )  # fmt: skip
+    assert HeadCard.from_json(stored).to_json() == stored
+
+
+def test_a_card_is_its_training_summary_plus_where_it_is_published() -> None:
+    card = _card()
+    summary = TrainingSummary(**{k: getattr(card, k) for k in TrainingSummary.model_fields})
+    assert HeadCard(**dict(summary), **{k: getattr(card, k) for k in PUBLISHED}) == card
+
+
+PUBLISHED = ("tenant", "name", "version", "backbone", "backbone_fingerprint", "created_at")
 
 
 def test_non_finite_metrics_are_refused() -> None:
@@ -114,8 +175,13 @@ def test_non_finite_metrics_are_refused() -> None:
 
 
 def test_utc_now_is_accepted() -> None:
-    card = replace(_card(), created_at=utc_now())
+    now = utc_now()
+    assert now.tzinfo is not None and now.utcoffset() == timedelta(0)
+    card = _card(created_at=iso_utc(now))
     assert card.created_at.endswith("Z")
+    east = datetime(2025, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert iso_utc(east) == "2025-03-01T10:00:00.000Z"
+    assert iso_utc(datetime(2025, 3, 1, 10, tzinfo=UTC)) == "2025-03-01T10:00:00.000Z"
 
 
 def test_data_hash_is_canonical_and_sensitive() -> None:

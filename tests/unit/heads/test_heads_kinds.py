@@ -49,41 +49,46 @@ def test_kind_learns_separable_data(kind: str, task: Task, params: dict[str, str
     x, y = blobs(N_TRAIN + N_TEST, N_BLOBS, seed=11)
     targets = _targets(task, y)
     head = train_head(kind, x[:N_TRAIN], targets[:N_TRAIN], params)
-    assert head.kind == kind and head.task is task
-    assert head.num_examples == N_TRAIN and head.embedding_dim == x.shape[1]
-    assert head.metrics["num_train"] == 160 and head.metrics["num_validation"] == 40
-    assert all(np.isfinite(v) for v in head.metrics.values())
+    assert head.summary.kind == kind and head.summary.task is task
+    assert head.summary.num_examples == N_TRAIN and head.summary.embedding_dim == x.shape[1]
+    assert head.summary.metrics["num_train"] == 160 and head.summary.metrics["num_validation"] == 40
+    assert all(np.isfinite(v) for v in head.summary.metrics.values())
     for key, value in params.items():
-        assert head.params[key] == value
+        assert head.summary.params[key] == value
 
     predictions = _load(head).predict(x[N_TRAIN:])
     truth = targets[N_TRAIN:]
     if task is Task.CLASSIFICATION:
-        assert head.metrics["accuracy"] >= 0.9 and head.metrics["macro_f1"] >= 0.9  # chance .25
-        assert sum(head.metrics[f"support/class_{k}"] for k in range(N_BLOBS)) == 40
+        assert (
+            head.summary.metrics["accuracy"] >= 0.9 and head.summary.metrics["macro_f1"] >= 0.9
+        )  # chance .25
+        assert sum(head.summary.metrics[f"support/class_{k}"] for k in range(N_BLOBS)) == 40
         assert np.mean([p.label == t for p, t in zip(predictions, truth, strict=True)]) >= 0.9
     elif task is Task.MULTI_LABEL:
-        assert head.labels == ["a", "b", "odd"]
-        assert head.metrics["micro_f1"] >= 0.9 and head.metrics["subset_accuracy"] >= 0.8
+        assert head.summary.labels == ["a", "b", "odd"]
+        assert (
+            head.summary.metrics["micro_f1"] >= 0.9
+            and head.summary.metrics["subset_accuracy"] >= 0.8
+        )
         exact = [sorted(p.labels) == sorted(t) for p, t in zip(predictions, truth, strict=True)]
         assert np.mean(exact) >= 0.8
     else:
-        assert head.labels == []
-        assert head.metrics["r2"] >= 0.9 and head.metrics["mae"] < 1.0
+        assert head.summary.labels == []
+        assert head.summary.metrics["r2"] >= 0.9 and head.summary.metrics["mae"] < 1.0
         values = np.array([p.value for p in predictions])
         assert np.corrcoef(values, truth)[0, 1] > 0.95
 
 
 def test_tuned_c_comes_from_the_grid_and_given_c_is_kept() -> None:
     x, y = blobs(120, 3, noise=0.5, seed=2)
-    assert float(train_head("", x, class_targets(y)).params["C"]) in LR_GRID
-    assert float(train_head("linear_svm", x, class_targets(y)).params["C"]) in SVM_GRID
-    assert train_head("", x, class_targets(y), {"C": "3.5"}).params["C"] == "3.5"
+    assert float(train_head("", x, class_targets(y)).summary.params["C"]) in LR_GRID
+    assert float(train_head("linear_svm", x, class_targets(y)).summary.params["C"]) in SVM_GRID
+    assert train_head("", x, class_targets(y), {"C": "3.5"}).summary.params["C"] == "3.5"
 
 
 def test_too_small_to_tune_uses_default_c() -> None:
     x, y = blobs(10, 2, seed=2)  # 5 per class: fewer than 2 per fold with 3 folds
-    assert train_head("", x, class_targets(y)).params["C"] == "1.0"
+    assert train_head("", x, class_targets(y)).summary.params["C"] == "1.0"
 
 
 def test_defaults_at_least_as_accurate_as_plain_sklearn() -> None:
@@ -102,7 +107,7 @@ def test_defaults_at_least_as_accurate_as_plain_sklearn() -> None:
     predicted = [p.label for p in _load(head).predict(x_test)]
     head_accuracy = np.mean([p == t for p, t in zip(predicted, class_targets(y_test), strict=True)])
     plain_accuracy = LogisticRegression().fit(x, y).score(x_test, y_test)
-    assert head_accuracy >= plain_accuracy, (head.params, head_accuracy, plain_accuracy)
+    assert head_accuracy >= plain_accuracy, (head.summary.params, head_accuracy, plain_accuracy)
 
 
 def test_rare_classes_train_with_every_kind() -> None:
@@ -111,10 +116,10 @@ def test_rare_classes_train_with_every_kind() -> None:
     targets[0], targets[1], targets[2] = "single", "pair", "pair"
     for kind in ("logistic_regression", "linear_svm", "knn", "mlp"):
         head = train_head(kind, x, targets)
-        assert head.labels == ["class_0", "class_1", "class_2", "pair", "single"]
-        assert head.metrics["support/single"] == 0  # the singleton stayed in training
+        assert head.summary.labels == ["class_0", "class_1", "class_2", "pair", "single"]
+        assert head.summary.metrics["support/single"] == 0  # the singleton stayed in training
         scores = _load(head).predict(x[:4], top_k=0)[0].scores
-        assert sorted(label for label, _ in scores) == head.labels
+        assert sorted(label for label, _ in scores) == head.summary.labels
         assert sum(p for _, p in scores) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -141,9 +146,13 @@ def test_knn_distance_weights_on_duplicate_points() -> None:
 def test_no_validation_part_reports_counts_only() -> None:
     x, y = blobs(30, 3, seed=9)
     head = train_head("", x, class_targets(y), validation_fraction=0.0)
-    assert head.metrics == {"num_train": 30.0, "num_validation": 0.0}
+    assert head.summary.metrics == {"num_train": 30.0, "num_validation": 0.0}
     one = train_head("ridge", x[:3], regression_targets(y[:3]), validation_fraction=0.5)
-    assert one.metrics["num_validation"] == 1.0 and "r2" not in one.metrics and "mae" in one.metrics
+    assert (
+        one.summary.metrics["num_validation"] == 1.0
+        and "r2" not in one.summary.metrics
+        and "mae" in one.summary.metrics
+    )
 
 
 def test_progress_reports_stages_in_order_and_can_cancel() -> None:
@@ -169,8 +178,11 @@ def test_training_is_deterministic() -> None:
     x, y = blobs(100, 3, noise=0.4, seed=12)
     first = train_head("linear_svm", x, class_targets(y))
     second = train_head("linear_svm", x, class_targets(y))
-    assert first.metrics == second.metrics and first.params == second.params
-    assert first.data_hash == second.data_hash
+    assert (
+        first.summary.metrics == second.summary.metrics
+        and first.summary.params == second.summary.params
+    )
+    assert first.summary.data_hash == second.summary.data_hash
 
 
 def test_thousand_examples_train_in_seconds() -> None:
@@ -181,7 +193,7 @@ def test_thousand_examples_train_in_seconds() -> None:
     start = time.perf_counter()
     head = train_head("", x, class_targets(y))
     assert time.perf_counter() - start < 20.0
-    assert head.metrics["num_validation"] == 200
+    assert head.summary.metrics["num_validation"] == 200
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

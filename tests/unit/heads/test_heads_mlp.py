@@ -71,7 +71,10 @@ def test_training_is_deterministic_and_seeded() -> None:
     first = train_head("mlp", x, targets)
     second = train_head("mlp", x, targets)
     assert first.onnx_bytes == second.onnx_bytes
-    assert first.metrics == second.metrics and first.params == second.params
+    assert (
+        first.summary.metrics == second.summary.metrics
+        and first.summary.params == second.summary.params
+    )
     fresh, _ = blobs(50, 3, noise=1.0, seed=4)
     a = np.array([p.scores for p in _load(first).predict(fresh, top_k=0)], dtype=object)
     b = np.array([p.scores for p in _load(second).predict(fresh, top_k=0)], dtype=object)
@@ -101,9 +104,9 @@ def test_concurrent_trainings_do_not_disturb_each_other() -> None:
 def test_recorded_params_retrain_the_same_head() -> None:
     x, y = blobs(120, 3, noise=1.0, seed=6)
     head = train_head("mlp", x, class_targets(y))
-    assert 1 <= int(head.params["epochs"]) <= int(head.params["max_epochs"])
-    again = train_head("mlp", x, class_targets(y), head.params)
-    assert again.onnx_bytes == head.onnx_bytes and again.metrics == head.metrics
+    assert 1 <= int(head.summary.params["epochs"]) <= int(head.summary.params["max_epochs"])
+    again = train_head("mlp", x, class_targets(y), head.summary.params)
+    assert again.onnx_bytes == head.onnx_bytes and again.summary.metrics == head.summary.metrics
 
 
 def test_early_stopping_stops_well_before_max_epochs_on_easy_data() -> None:
@@ -118,9 +121,9 @@ def test_early_stopping_stops_well_before_max_epochs_on_easy_data() -> None:
     assert search.epochs_run == search.best_epoch + settings.patience
     assert search.epochs_run < 100
     head = train_head("mlp", x, class_targets(y), {"max_epochs": "500", "patience": "5"})
-    assert int(head.params["epochs"]) < 100
+    assert int(head.summary.params["epochs"]) < 100
     given = train_head("mlp", x, class_targets(y), {"epochs": "3"})
-    assert given.params["epochs"] == "3"
+    assert given.summary.params["epochs"] == "3"
 
 
 def test_tiny_classes_without_a_holdout_still_train() -> None:
@@ -144,7 +147,7 @@ def test_balanced_class_weights_raise_minority_recall() -> None:
     recall = {}
     for class_weight in ("balanced", "none"):
         head = train_head("mlp", x, labels, {"class_weight": class_weight})
-        assert head.params["class_weight"] == class_weight
+        assert head.summary.params["class_weight"] == class_weight
         predicted = [p.label for p in _load(head).predict(x_test)]
         recall[class_weight] = np.mean([p == t for p, t in zip(predicted, truth, strict=True)])
     assert recall["balanced"] > recall["none"] + 0.1, recall
@@ -169,7 +172,7 @@ def test_thousand_examples_ten_classes_train_in_seconds() -> None:
     start = time.perf_counter()
     head = train_head("mlp", x, class_targets(y))
     assert time.perf_counter() - start < 20.0
-    assert head.metrics["accuracy"] >= 0.9
+    assert head.summary.metrics["accuracy"] >= 0.9
 
 
 def test_torch_threads_restored_after_overlapping_trainings() -> None:

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from heads import InvalidParams, available_kinds, describe_kinds, train_head
+from heads import InvalidParams, available_kinds, train_head
 from heads.kinds import DEFAULT_KIND, get_kind
 from heads.params import ChoiceParam, FloatParam, IntParam, format_value, parse_params
 from heads.targets import Task
 from tests.unit.heads.synthetic import blobs, class_targets, regression_targets
 
 SPECS = {
-    "C": FloatParam("c", gt=0.0, tunable=True),
+    "C": FloatParam("c", gt=0.0),  # tunable: no default
     "max_iter": IntParam("m", default=1000, ge=10, le=10000),
     "class_weight": ChoiceParam("w", default="none", choices=("none", "balanced")),
 }
@@ -60,13 +60,12 @@ def test_format_value_round_trips(value: float) -> None:
 
 def test_registry_lists_kinds() -> None:
     assert available_kinds() == ["knn", "linear_svm", "logistic_regression", "mlp", "ridge"]
-    info = {k.name: k for k in describe_kinds()}
-    assert info["ridge"].tasks == ("regression",)
-    assert info["knn"].tasks == ("classification", "multi_label")
-    assert set(info["knn"].params) == {"n_neighbors", "metric", "weights"}
-    assert info["mlp"].tasks == ("classification", "multi_label", "regression")
+    assert get_kind("ridge").tasks == {Task.REGRESSION}
+    assert get_kind("knn").tasks == {Task.CLASSIFICATION, Task.MULTI_LABEL}
+    assert set(get_kind("knn").params) == {"n_neighbors", "metric", "weights"}
+    assert get_kind("mlp").tasks == set(Task)
     assert {"hidden", "dropout", "lr", "weight_decay", "epochs", "patience"} <= set(
-        info["mlp"].params
+        get_kind("mlp").params
     )
     assert get_kind("").name == DEFAULT_KIND == "logistic_regression"
 
@@ -146,7 +145,7 @@ def test_train_head_reports_bad_params(kind: str, params: dict[str, str], field:
 def test_inclusive_float_bound_and_tunable_int() -> None:
     specs = {
         "rate": FloatParam("r", default=0.1, ge=0.0, le=0.9),
-        "steps": IntParam("s", default=None, ge=1, le=10, tunable=True),
+        "steps": IntParam("s", default=None, ge=1, le=10),
     }
     assert parse_params(specs, {}) == {"rate": 0.1, "steps": None}
     assert parse_params(specs, {"rate": "0", "steps": "10"}) == {"rate": 0.0, "steps": 10}
@@ -163,11 +162,11 @@ def test_validation_fraction_out_of_range(fraction: object) -> None:
 
 def test_given_params_are_kept_and_effective_params_retrain_identically() -> None:
     given = train_head("", SMALL_X, class_targets(SMALL_Y), {"C": "0.25", "max_iter": "50"})
-    assert given.params == {"C": "0.25", "max_iter": "50", "class_weight": "none"}
+    assert given.summary.params == {"C": "0.25", "max_iter": "50", "class_weight": "none"}
     tuned = train_head("linear_svm", SMALL_X, class_targets(SMALL_Y))
-    again = train_head("linear_svm", SMALL_X, class_targets(SMALL_Y), tuned.params)
-    assert again.params == tuned.params
-    assert again.metrics == tuned.metrics
+    again = train_head("linear_svm", SMALL_X, class_targets(SMALL_Y), tuned.summary.params)
+    assert again.summary.params == tuned.summary.params
+    assert again.summary.metrics == tuned.summary.metrics
 
 
 def test_check_request_validates_without_embeddings() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from heads import (
     Prediction,
     Task,
     TrainedHead,
+    TrainingSummary,
     train_head,
 )
 from tests.unit.heads.synthetic import blobs, class_targets, multi_label_targets, regression_targets
@@ -25,6 +25,11 @@ X, Y = blobs(120, 4, seed=21)
 
 def _card(head: TrainedHead) -> HeadCard:
     return head.to_card(tenant="t", name="h", version=1, backbone="b", backbone_fingerprint="f")
+
+
+def replace(card: HeadCard, **changes: object) -> HeadCard:
+    """A validated copy of `card` with `changes`."""
+    return HeadCard(**{**dict(card), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,9 @@ def test_to_card_carries_what_heads_knows(classifier: TrainedHead) -> None:
     assert card.labels == ["class_0", "class_1", "class_2", "class_3"]
     assert card.onnx_sha256 == hashlib.sha256(classifier.onnx_bytes).hexdigest()
     assert card.num_examples == 120 and card.embedding_dim == X.shape[1]
-    assert card.params == classifier.params and card.metrics == classifier.metrics
+    assert card.params == classifier.summary.params
+    assert card.metrics == classifier.summary.metrics
+    assert {k: getattr(card, k) for k in TrainingSummary.model_fields} == dict(classifier.summary)
     assert HeadCard.from_json(card.to_json()) == card
 
 

@@ -1,0 +1,117 @@
+"""The gRPC front door: the aio server, its interceptor, the servicers, health and reflection.
+
+The only place that knows the generated service stubs besides the servicers themselves;
+`service.server` wires the domain objects and the lifecycle and hands them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.api.decoding import RequestDecoder
+from service.api.embedding import EmbeddingServicer
+from service.api.heads import HeadServicer
+from service.api.interceptors import GatewayInterceptor
+from service.api.readiness import HealthFollower
+from service.api.tenants import TenantServicer
+from service.backbones.embedder import Embedder
+from service.jobs.manager import JobManager
+from service.predictor import Predictor
+from service.store.registry import HeadRegistry
+from service.tenancy.directory import TenantDirectory
+from transferd.v1 import (
+    embedding_pb2,
+    embedding_pb2_grpc,
+    heads_pb2,
+    heads_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+)
+
+SERVICE_NAMES = (
+    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    heads_pb2.DESCRIPTOR.services_by_name["HeadService"].full_name,
+    tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+)
+
+
+class GrpcServer:
+    """transferd's services on one gRPC port, with health following the server's readiness.
+
+    Args:
+        address: host:port to listen on (port 0: a free one; see `port`).
+        decoder: Sizes, counts and decodes each RPC's raw request.
+        transport: The pool that decodes large requests and encodes large replies.
+        max_send_bytes: The largest reply.
+        is_ready: Whether the server can serve now (health follows it after `follow_readiness`).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        embedder: Embedder,
+        jobs: JobManager,
+        registry: HeadRegistry,
+        predictor: Predictor,
+        directory: TenantDirectory,
+        decoder: RequestDecoder,
+        transport: Executor,
+        max_send_bytes: int,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self._server = grpc.aio.server(
+            interceptors=[GatewayInterceptor(directory, decoder, transport)],
+            options=[
+                # gRPC refuses anything larger than the largest method limit before we see it.
+                ("grpc.max_receive_message_length", decoder.largest),
+                ("grpc.max_send_message_length", max_send_bytes),
+            ],
+        )
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+            EmbeddingServicer(embedder, transport), self._server
+        )
+        heads_pb2_grpc.add_HeadServiceServicer_to_server(
+            HeadServicer(embedder, jobs, registry, predictor, transport), self._server
+        )
+        tenants_pb2_grpc.add_TenantServiceServicer_to_server(
+            TenantServicer(directory), self._server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        # After start-up, health follows the backbones (a Triton backbone goes down and back)
+        # and the database file (removed or replaced: NOT_SERVING until a restart).
+        self._follower = HealthFollower(is_ready, self.set_serving, self._health)
+        self.port = self._server.add_insecure_port(address)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Sets the health of the server and of each service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def start(self) -> None:
+        """Accepts connections (health as last set)."""
+        await self._server.start()
+
+    def follow_readiness(self) -> None:
+        """From now on, health follows `is_ready` (and liveness answers SERVING)."""
+        self._follower.start()
+
+    async def stop_following(self) -> None:
+        await self._follower.stop()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stops accepting RPCs and gives those in flight `grace_s` to finish."""
+        await self._server.stop(grace_s)

@@ -1,0 +1,1 @@
+"""Units of the layers above the backbone runtime, on a deterministic runtime (no model)."""
