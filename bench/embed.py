@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import checkout  # noqa: E402, F401 - devtools from the checkout
-from corpus import real_texts  # noqa: E402
+import checkout  # noqa: F401 - devtools from the checkout
+from corpus import real_texts
 
-from devtools.client import authed_aio_channel  # noqa: E402
-from devtools.launcher import ServerProcess  # noqa: E402
-from service.backbones.card import BackboneCard, model_path  # noqa: E402
-from service.backbones.modalities.text_batches import collate_text  # noqa: E402
-from service.backbones.modalities.text_preprocessing import TextPreprocessor  # noqa: E402
-from service.backbones.runtimes.embedded import make_session  # noqa: E402
-from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc  # noqa: E402
+from devtools.client import authed_aio_channel
+from devtools.launcher import ServerProcess
+from service.backbones.card import BackboneCard, model_path
+from service.backbones.modalities.text_batches import collate_text
+from service.backbones.modalities.text_preprocessing import TextPreprocessor
+from service.backbones.runtimes.embedded import make_session
+from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"
 BATCH = 32

@@ -26,12 +26,12 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import checkout  # noqa: E402, F401 - devtools from the checkout
-from corpus import real_texts  # noqa: E402
+import checkout  # noqa: F401 - devtools from the checkout
+from corpus import real_texts
 
-from devtools.client import authed_channel  # noqa: E402
-from devtools.launcher import ServerProcess  # noqa: E402
-from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc  # noqa: E402
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
+from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"
 MAX_BATCH_TOKENS = 8192  # the server's default: one full call is 32 texts of 256 tokens
@@ -58,7 +58,7 @@ def request(texts: list[str]) -> embedding_pb2.EmbedRequest:
     )
 
 
-def timed(call) -> float:  # noqa: ANN001 - any zero-argument callable
+def timed(call) -> float:
     started = time.perf_counter()
     call()
     return time.perf_counter() - started

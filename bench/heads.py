@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import checkout  # noqa: E402, F401 - devtools from the checkout
-from corpus import labelled_texts  # noqa: E402
+import checkout  # noqa: F401 - devtools from the checkout
+from corpus import labelled_texts
 
-from devtools.client import authed_channel  # noqa: E402
-from devtools.launcher import ServerProcess  # noqa: E402
-from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc  # noqa: E402
+from devtools.client import authed_channel
+from devtools.launcher import ServerProcess
+from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, heads_pb2, heads_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"
 CHUNK = 64

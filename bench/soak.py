@@ -75,7 +75,7 @@ class Soak:
     def tally(self, name: str) -> Tally:
         return self.tallies.setdefault(name, Tally())
 
-    def call(self, name: str, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    def call(self, name: str, fn, *args, **kwargs):
         """Calls `fn`, counting the outcome for tenant `name`; None when it failed."""
         if not self.up.is_set():
             self.up.wait(5)

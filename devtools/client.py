@@ -37,10 +37,10 @@ class _SyncBearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(_BearerDetails(details, self._secret), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(_BearerDetails(details, self._secret), request)
 
 
@@ -48,7 +48,7 @@ class _AsyncBearerUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    async def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+    async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(_BearerDetails(details, self._secret), request)
 
 
@@ -56,7 +56,7 @@ class _AsyncBearerStream(grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    async def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+    async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(_BearerDetails(details, self._secret), request)
 
 

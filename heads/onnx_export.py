@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import helper
 
 from heads.contract import INPUT_NAME, ML_OPSET, OPSET, output_name
@@ -130,9 +131,9 @@ def finalize_graph(model: onnx.ModelProto, source: str, task: Task) -> onnx.Mode
     return model
 
 
-def _check_io(session: object, task: Task) -> None:
-    inputs = [i.name for i in session.get_inputs()]  # type: ignore[attr-defined]
-    outputs = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+def _check_io(session: ort.InferenceSession, task: Task) -> None:
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or output_name(task) not in outputs:
         raise HeadVerificationError(
             f"ONNX head has inputs {inputs} and outputs {outputs}; the contract wants "

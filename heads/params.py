@@ -19,6 +19,22 @@ from heads.errors import InvalidParams, cut, shown
 ParamValue = float | int | str | None
 
 
+def int_value(params: Mapping[str, ParamValue], name: str) -> int:
+    """A parsed `IntParam`'s value (given or its default), typed as what its spec parses to."""
+    value = params[name]
+    if not isinstance(value, int):
+        raise TypeError(f"parameter {name} is {value!r}, not an integer")
+    return value
+
+
+def float_value(params: Mapping[str, ParamValue], name: str) -> float:
+    """A parsed `FloatParam`'s value (given or its default), typed as what its spec parses to."""
+    value = params[name]
+    if not isinstance(value, int | float):
+        raise TypeError(f"parameter {name} is {value!r}, not a number")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class FloatParam:
     """A float parameter, bounded below (exclusive ``gt`` or inclusive ``ge``) and above (``le``).

@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnxruntime as ort
 
 from heads.card import HeadCard
 from heads.contract import INPUT_NAME, MULTI_LABEL_THRESHOLD, output_name
@@ -37,7 +38,7 @@ class Prediction:
 class LoadedHead:
     """A head ready to predict. Thread-safe: onnxruntime sessions may be run concurrently."""
 
-    def __init__(self, card: HeadCard, session: object, size_bytes: int) -> None:
+    def __init__(self, card: HeadCard, session: ort.InferenceSession, size_bytes: int) -> None:
         """Use `from_bytes`."""
         self.card = card
         self._session = session
@@ -94,7 +95,7 @@ class LoadedHead:
         if x.shape[0] == 0:
             return []
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.asarray(self._session.run([self._output], {INPUT_NAME: x32})[0])  # type: ignore[attr-defined]
+        out = np.asarray(self._session.run([self._output], {INPUT_NAME: x32})[0])
         if self.card.task is Task.REGRESSION:
             return [Prediction(value=float(v)) for v in out.reshape(-1)]
         return [self._rank(row, top_k) for row in out]
@@ -111,9 +112,9 @@ class LoadedHead:
         return Prediction(label=ranked[0][0], scores=cut, labels=present)
 
 
-def _check_signature(session: object, card: HeadCard) -> None:
-    inputs = session.get_inputs()  # type: ignore[attr-defined]
-    outputs = {o.name: o for o in session.get_outputs()}  # type: ignore[attr-defined]
+def _check_signature(session: ort.InferenceSession, card: HeadCard) -> None:
+    inputs = session.get_inputs()
+    outputs = {o.name: o for o in session.get_outputs()}
     want = output_name(card.task)
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or want not in outputs:
         raise HeadFormatError(

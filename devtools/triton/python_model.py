@@ -61,12 +61,12 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 feeds[index] = self._feed(request)
-            except Exception as error:  # noqa: BLE001 - the request's own error, sent back
+            except Exception as error:
                 responses[index] = _error_response(error)
         if feeds:
             try:
                 outputs = self._run(list(feeds.values()))
-            except Exception:  # noqa: BLE001 - some request is bad: find it by running each alone
+            except Exception:
                 outputs = [self._run_alone(feed) for feed in feeds.values()]
             for index, output in zip(feeds, outputs, strict=True):
                 responses[index] = output
@@ -103,7 +103,7 @@ class TritonPythonModel:
     def _run_alone(self, feed: dict[str, np.ndarray]) -> Any:
         try:
             (response,) = self._run([feed])
-        except Exception as error:  # noqa: BLE001 - this request's own error, sent back
+        except Exception as error:
             return _error_response(error)
         return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import onnx
@@ -10,7 +11,7 @@ from sklearn.metrics import pairwise_distances
 
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.knn_onnx import TIE_SCALE, build_knn_graph
-from heads.params import ChoiceParam, IntParam, ParamSpec, ParamValue
+from heads.params import ChoiceParam, IntParam, ParamSpec, ParamValue, int_value
 from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
@@ -67,7 +68,7 @@ class KnnKind(HeadKind):
     name = "knn"
     description = "k-nearest neighbours (cosine or euclidean); the head embeds its training set"
     tasks = frozenset({Task.CLASSIFICATION, Task.MULTI_LABEL})
-    params: Mapping[str, ParamSpec] = {
+    params: ClassVar[Mapping[str, ParamSpec]] = {
         "n_neighbors": IntParam(
             "neighbours consulted (capped at the number of examples)", default=5, ge=1, le=100
         ),
@@ -86,7 +87,7 @@ class KnnKind(HeadKind):
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]
     ) -> FitResult:
-        k = min(int(params["n_neighbors"]), len(targets))  # type: ignore[arg-type]
+        k = min(int_value(params, "n_neighbors"), len(targets))
         metric, weights = str(params["metric"]), str(params["weights"])
         if targets.task is Task.CLASSIFICATION:
             indicator = np.eye(len(targets.labels), dtype=np.float32)[targets.y]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -34,7 +35,7 @@ class LinearSvmKind(HeadKind):
         "C tuned by CV if unset"
     )
     tasks = frozenset({Task.CLASSIFICATION, Task.MULTI_LABEL})
-    params: Mapping[str, ParamSpec] = {
+    params: ClassVar[Mapping[str, ParamSpec]] = {
         "C": FloatParam(
             "inverse regularisation strength; tuned by cross-validation if unset",
             gt=0.0,
@@ -75,5 +76,8 @@ class LinearSvmKind(HeadKind):
             calibrated if targets.task is Task.CLASSIFICATION else OneVsRestClassifier(calibrated)
         )
         fit_quietly(lambda: estimator.fit(x64, targets.y))
-        effective = {"C": float(c), "class_weight": str(params["class_weight"])}
+        effective: dict[str, float | int | str] = {
+            "C": float(c),
+            "class_weight": str(params["class_weight"]),
+        }
         return FitResult(SklearnClassifier(estimator, targets.task), effective)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -11,7 +12,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from heads.kinds.base import FitResult, HeadKind
 from heads.kinds.sklearn_model import SklearnClassifier, fit_quietly
 from heads.kinds.tuning import linear_fit_rows, tune_c
-from heads.params import ChoiceParam, FloatParam, IntParam, ParamSpec, ParamValue
+from heads.params import ChoiceParam, FloatParam, IntParam, ParamSpec, ParamValue, int_value
 from heads.shape import ProblemShape
 from heads.targets import EncodedTargets, Task
 
@@ -28,7 +29,7 @@ class LogisticRegressionKind(HeadKind):
     name = "logistic_regression"
     description = "L2 logistic regression (lbfgs); multi-label one-vs-rest; C tuned by CV if unset"
     tasks = frozenset({Task.CLASSIFICATION, Task.MULTI_LABEL})
-    params: Mapping[str, ParamSpec] = {
+    params: ClassVar[Mapping[str, ParamSpec]] = {
         "C": FloatParam(
             "inverse regularisation strength; tuned by cross-validation if unset",
             gt=0.0,
@@ -43,14 +44,14 @@ class LogisticRegressionKind(HeadKind):
 
     def cost(self, shape: ProblemShape, params: Mapping[str, ParamValue]) -> float:
         """Gradient passes (rows x dim x outputs) of the C search, the fit and the refit."""
-        iterations = ITERATION_SHARE * int(params["max_iter"])  # type: ignore[arg-type]
+        iterations = ITERATION_SHARE * int_value(params, "max_iter")
         rows = linear_fit_rows(shape, len(C_GRID) if params["C"] is None else 0)
         return float(iterations * rows * shape.dim * shape.outputs)
 
     def fit(
         self, x: np.ndarray, targets: EncodedTargets, params: Mapping[str, ParamValue]
     ) -> FitResult:
-        max_iter = int(params["max_iter"])  # type: ignore[arg-type]
+        max_iter = int_value(params, "max_iter")
         class_weight = None if params["class_weight"] == "none" else "balanced"
         x64 = x.astype(np.float64)
 
@@ -64,7 +65,7 @@ class LogisticRegressionKind(HeadKind):
         base = LogisticRegression(C=float(c), max_iter=max_iter, class_weight=class_weight)
         estimator = base if targets.task is Task.CLASSIFICATION else OneVsRestClassifier(base)
         fit_quietly(lambda: estimator.fit(x64, targets.y))
-        effective = {
+        effective: dict[str, float | int | str] = {
             "C": float(c),
             "max_iter": max_iter,
             "class_weight": str(params["class_weight"]),

@@ -40,11 +40,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from heads.kinds.base import FitResult, HeadKind
-from heads.params import ChoiceParam, FloatParam, IntParam, ParamSpec, ParamValue
+from heads.params import (
+    ChoiceParam,
+    FloatParam,
+    IntParam,
+    ParamSpec,
+    ParamValue,
+    float_value,
+    int_value,
+)
 from heads.shape import ProblemShape
 from heads.split import split_indices
 from heads.targets import EncodedTargets, Task
@@ -173,7 +182,7 @@ class MlpKind(HeadKind):
         "on a hold-out if unset; balanced class weights; fixed seed"
     )
     tasks = frozenset({Task.CLASSIFICATION, Task.MULTI_LABEL, Task.REGRESSION})
-    params: Mapping[str, ParamSpec] = {
+    params: ClassVar[Mapping[str, ParamSpec]] = {
         "hidden": IntParam("width of the hidden layer", default=256, ge=8, le=4096),
         "dropout": FloatParam("dropout rate on the hidden layer", default=0.1, ge=0.0, le=0.9),
         "lr": FloatParam("Adam learning rate", default=3e-3, gt=0.0, le=1.0),
@@ -205,7 +214,7 @@ class MlpKind(HeadKind):
         Unset ``epochs`` is bounded by ``max_epochs``: the early-stopping search on 80% of the
         training part, the fresh run on all of it, then the refit on every example.
         """
-        hidden, batch = int(params["hidden"]), int(params["batch_size"])  # type: ignore[arg-type]
+        hidden, batch = int_value(params, "hidden"), int_value(params, "batch_size")
         size = hidden * (shape.dim + shape.outputs) + hidden + shape.outputs
 
         def run(rows: int, epochs: int) -> float:
@@ -215,10 +224,10 @@ class MlpKind(HeadKind):
                 + steps * (STEP_COST_PER_PARAM * size + STEP_OVERHEAD)
             )
 
-        given = params["epochs"]
-        epochs = int(given if given is not None else params["max_epochs"])  # type: ignore[arg-type]
+        given = params["epochs"] is not None
+        epochs = int_value(params, "epochs" if given else "max_epochs")
         total = run(shape.n_train, epochs)
-        if given is None:
+        if not given:
             total += run(int(shape.n_train * (1 - HOLDOUT_FRACTION)) or 1, epochs)
         if shape.refits:
             total += run(shape.n_examples, epochs)
@@ -232,22 +241,21 @@ class MlpKind(HeadKind):
         from heads.kinds.mlp_train import train
 
         settings = MlpSettings(
-            hidden=int(params["hidden"]),  # type: ignore[arg-type]
-            dropout=float(params["dropout"]),  # type: ignore[arg-type]
-            lr=float(params["lr"]),  # type: ignore[arg-type]
-            weight_decay=float(params["weight_decay"]),  # type: ignore[arg-type]
-            batch_size=int(params["batch_size"]),  # type: ignore[arg-type]
-            seed=int(params["seed"]),  # type: ignore[arg-type]
-            max_epochs=int(params["max_epochs"]),  # type: ignore[arg-type]
-            patience=int(params["patience"]),  # type: ignore[arg-type]
+            hidden=int_value(params, "hidden"),
+            dropout=float_value(params, "dropout"),
+            lr=float_value(params, "lr"),
+            weight_decay=float_value(params, "weight_decay"),
+            batch_size=int_value(params, "batch_size"),
+            seed=int_value(params, "seed"),
+            max_epochs=int_value(params, "max_epochs"),
+            patience=int_value(params, "patience"),
         )
         problem = build_problem(x, targets, str(params["class_weight"]))
-        given = params["epochs"]
-        if given is None:
+        if params["epochs"] is None:
             _, holdout = split_indices(targets, HOLDOUT_FRACTION, HOLDOUT_SEED)
             net, epochs = train(problem, settings, holdout=holdout)
         else:
-            net, epochs = train(problem, settings, epochs=int(given))
+            net, epochs = train(problem, settings, epochs=int_value(params, "epochs"))
         effective: dict[str, float | int | str] = {
             key: value for key, value in params.items() if value is not None
         }

@@ -51,7 +51,7 @@ class MlpModel:
             torch.onnx.export(
                 self.net,
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes a file-like f too
                 dynamo=False,
                 input_names=[INPUT_NAME],
                 output_names=[RAW_OUTPUT],

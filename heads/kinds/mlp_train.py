@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (torch's own convention)
+import torch.nn.functional as F
 
 from heads.kinds.mlp import MIN_IMPROVEMENT, MlpProblem, MlpSettings
 from heads.stopping import checkpoint
@@ -46,6 +46,12 @@ class MlpNet(torch.nn.Module):
     sigmoid per label for multi-label) or de-standardised regression values of shape [N].
     Dropout is not a layer: the training loop applies it, with masks from its own generator.
     """
+
+    # Buffers (registered in __init__), declared so they type as tensors, not `Tensor | Module`.
+    x_mean: torch.Tensor
+    x_inv_scale: torch.Tensor
+    y_mean: torch.Tensor
+    y_scale: torch.Tensor
 
     def __init__(self, problem: MlpProblem, hidden: int, generator: torch.Generator) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
@@ -25,7 +26,7 @@ class RidgeKind(HeadKind):
     name = "ridge"
     description = "ridge regression; alpha tuned by leave-one-out CV if unset"
     tasks = frozenset({Task.REGRESSION})
-    params: Mapping[str, ParamSpec] = {
+    params: ClassVar[Mapping[str, ParamSpec]] = {
         "alpha": FloatParam("regularisation strength; tuned by cross-validation if unset", gt=0.0),
     }
 

@@ -8,9 +8,12 @@ what the gateway sends cannot drift apart. The exporter imports serving code; ne
 from __future__ import annotations
 
 from service.backbones.card import BackboneCard
-from service.backbones.modalities.base import TensorSpec
-from service.backbones.modalities.image import image_tensors
-from service.backbones.modalities.text import TEXT_TENSORS
+from service.backbones.modalities.tensors import (
+    IMAGE_PIXELS,
+    TEXT_TENSORS,
+    TensorSpec,
+    image_tensors,
+)
 
 #: Default-domain ONNX opset of every exported backbone graph (heads have their own, in
 #: heads/contract.py).
@@ -19,8 +22,8 @@ OPSET = 17
 OUTPUT_NAME = "embedding"
 #: A text graph's inputs, in the order the graph takes them.
 TEXT_INPUT_NAMES = list(TEXT_TENSORS)
-#: An image graph's one input (its name does not depend on the image size).
-(IMAGE_INPUT_NAME,) = image_tensors(1)
+#: An image graph's one input.
+IMAGE_INPUT_NAME = IMAGE_PIXELS
 
 
 def input_tensors(card: BackboneCard) -> dict[str, TensorSpec]:

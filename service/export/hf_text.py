@@ -65,7 +65,7 @@ def load_tokenizer(folder: HfFolder) -> Any:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder.path))
-    except Exception as error:  # noqa: BLE001 - any loading failure means the same to the user
+    except Exception as error:
         raise HfExportError(f"cannot load the tokenizer of {folder.path}: {error}") from error
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         raise HfExportError(

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from service.backbones.card import BackboneCard, sha256_of_file
-from service.backbones.modalities.image import image_tensors
 from service.backbones.modalities.image_preprocessing import (
     RESIZE_SHORTER_SIDE_CENTER_CROP,
     ImagePreprocessor,
 )
+from service.backbones.modalities.tensors import image_tensors
 from service.export.contract import IMAGE_INPUT_NAME, OPSET, OUTPUT_NAME, dynamic_axes
 from service.export.efficientnet import verification_images
 from service.export.hf_source import (
@@ -55,7 +55,7 @@ class Preprocessing:
         try:
             # The PIL backend needs no torchvision; only the numbers are read from it.
             processor = AutoImageProcessor.from_pretrained(str(folder.path), backend="pil")
-        except Exception as error:  # noqa: BLE001 - any loading failure means the same here
+        except Exception as error:
             raise HfExportError(
                 f"cannot read the image processor of {folder.path}: {error}"
             ) from error
@@ -69,7 +69,7 @@ class Preprocessing:
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC to the float NCHW the torch model takes (the reference path, in numpy)."""
-        x = pixels.astype(np.float32) * np.float32(self.rescale)
+        x: np.ndarray = pixels.astype(np.float32) * np.float32(self.rescale)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
@@ -107,6 +107,10 @@ def export_onnx(
     import torch
 
     class PixelsToFeatures(torch.nn.Module):
+        # Buffers (registered in __init__), declared so they type as tensors, not `Tensor | Module`.
+        mean: torch.Tensor
+        std: torch.Tensor
+
         def __init__(self, model: torch.nn.Module) -> None:
             super().__init__()
             self.model = model

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from service.backbones.modalities.text import TEXT_TENSORS
+from service.backbones.modalities.tensors import TEXT_TENSORS
 from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES, dynamic_axes
 
 log = logging.getLogger(__name__)

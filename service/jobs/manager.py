@@ -13,6 +13,7 @@ awaited, or run by `JobWriter.in_background`; a failure is logged and counted (`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -228,7 +229,7 @@ class JobManager:
             live.task = asyncio.get_running_loop().create_task(
                 self._run(job_id), name=f"job-{job_id}"
             )
-            live.task.add_done_callback(lambda task, job_id=job_id: self._reap(job_id, task))
+            live.task.add_done_callback(functools.partial(self._reap, job_id))
 
     def _reap(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Observes a job's task when it is done: reports its failure (its final write, which it
@@ -306,7 +307,7 @@ class JobManager:
         except (asyncio.CancelledError, JobCancelled, TrainingStopped):
             reason = live.control.reason or StopReason.SHUTDOWN
             outcome = _stopped(reason, timeout_s)
-        except Exception as error:  # noqa: BLE001 - every failure must end the job, not hang it
+        except Exception as error:
             message = _client_message(error)
             if message is None:
                 log.exception("job %s failed", job_id)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from heads import utc_now
@@ -78,15 +79,19 @@ class JobStore:
         """At start-up: no job may stay QUEUED or RUNNING from a previous process."""
 
         def fail(session: Session) -> int:
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.state.in_(ACTIVE))
-                .values(
-                    state=JobState.FAILED.value,
-                    stage="interrupted",
-                    error=reason,
-                    updated_at=utc_now(),
-                )
+            # An UPDATE runs on a cursor, but Session.execute is typed to return a plain Result.
+            result = cast(
+                "CursorResult[Any]",
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.state.in_(ACTIVE))
+                    .values(
+                        state=JobState.FAILED.value,
+                        stage="interrupted",
+                        error=reason,
+                        updated_at=utc_now(),
+                    )
+                ),
             )
             return int(result.rowcount or 0)
 

@@ -65,15 +65,17 @@ def validate_training_request(
             "examples",
             f"{len(inputs)} examples exceed the limit of {limits.max_examples_per_job} per job",
         )
+    checked: list[Target] = []
     for index, target in enumerate(targets):
         if isinstance(target, MissingTarget):
             raise InvalidArgument(f"examples[{index}]", "one of label, labels or value is required")
         if isinstance(target, ConflictingTargets):
             raise InvalidArgument(f"examples[{index}]", "set only one of label, labels or value")
-    check_labels(targets, limits)  # type: ignore[arg-type] - markers were refused above
+        checked.append(target)
+    check_labels(checked, limits)
     _check_inputs(embedder, served.card.name, inputs)
     try:
-        resolved_kind, _task = check_request(kind, targets, params, validation_fraction)
+        resolved_kind, _task = check_request(kind, checked, params, validation_fraction)
     except (InvalidTrainingData, InvalidParams) as error:
         raise InvalidArgument(error.field, error.message) from None
     except HeadError as error:  # any other refusal of the request by heads is still bad input
@@ -83,7 +85,7 @@ def validate_training_request(
         backbone=served.card.name,
         kind=resolved_kind,
         inputs=inputs,
-        targets=list(targets),  # type: ignore[arg-type] - markers were refused above
+        targets=checked,
         params=dict(params),
         validation_fraction=validation_fraction,
         embedding_dim=served.card.dim,

@@ -139,7 +139,7 @@ class JobWriter:
                 job, final = self._waiting.pop(job_id)
                 try:
                     await self._store.save(job)
-                except Exception as error:  # noqa: BLE001 - a write failure must never escape
+                except Exception as error:
                     self._count_failure()
                     if not final:
                         if job_id not in self._progress_lost:  # once a job: it repeats

@@ -53,7 +53,7 @@ def as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _sqlite_pragmas(connection, _record) -> None:  # noqa: ANN001 - DBAPI objects
+def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     # WAL: readers never block the writer; a commit is durable without a full fsync per write.
     cursor.execute("PRAGMA journal_mode=WAL")

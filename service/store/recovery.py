@@ -102,9 +102,9 @@ def recover_at_start_up(db: Database, files: HeadFiles) -> SweepReport:
         deleted = rows.get(key) if key is not None else None
         if deleted is False:
             continue  # published and live
-        if deleted is True:
+        if deleted is True and key is not None:
             # The tenant deleted it; the crash came between the tombstone and the removal.
-            files.remove(*key)  # type: ignore[misc]
+            files.remove(*key)
             report.deleted_removed.append(found.path)
             continue
         report.quarantined.append(files.quarantine(found.path, stamp))

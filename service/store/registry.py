@@ -82,7 +82,7 @@ class _Damaged(Exception):
         self.reason = reason
 
 
-def _live(tenant: str, name: str | None = None) -> Select[tuple[HeadRow]]:
+def _live(tenant: str, name: str | None = None) -> Select[HeadRow]:
     """Published, not deleted versions of a tenant's heads (of one name when given)."""
     query = select(HeadRow).where(HeadRow.tenant == tenant, HeadRow.deleted_at.is_(None))
     return query if name is None else query.where(HeadRow.name == name)

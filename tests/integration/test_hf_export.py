@@ -79,7 +79,7 @@ def _corpus() -> list[str]:
     return [line for line in lines if line.strip()] + list(VERIFICATION_SENTENCES)
 
 
-def _wordpiece(corpus: list[str]):  # noqa: ANN202 - a PreTrainedTokenizerFast
+def _wordpiece(corpus: list[str]):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import WordPieceTrainer
 
@@ -119,7 +119,7 @@ def _byte_bpe(corpus: list[str], specials: list[str]) -> object:
     return tok
 
 
-def _roberta_tokenizer(corpus: list[str]):  # noqa: ANN202
+def _roberta_tokenizer(corpus: list[str]):
     from tokenizers import processors
 
     tok = _byte_bpe(corpus, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
@@ -138,7 +138,7 @@ def _roberta_tokenizer(corpus: list[str]):  # noqa: ANN202
     )
 
 
-def _gpt2_tokenizer(corpus: list[str]):  # noqa: ANN202
+def _gpt2_tokenizer(corpus: list[str]):
     tok = _byte_bpe(corpus, ["<|endoftext|>"])
     end = "<|endoftext|>"
     return transformers.PreTrainedTokenizerFast(

@@ -44,7 +44,7 @@ def _repair(data: Path) -> str:
     return done.stdout
 
 
-def _until(condition, timeout: float) -> bool:  # noqa: ANN001 - a callable returning bool
+def _until(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -27,12 +27,12 @@ EMBED = embedding_pb2.EmbedRequest(
 
 
 @pytest.fixture(scope="module")
-def raw_channel(server: ServerProcess):  # noqa: ANN201 - a channel with no key attached
+def raw_channel(server: ServerProcess):
     with grpc.insecure_channel(server.address) as channel:
         yield channel
 
 
-def _code(call) -> grpc.StatusCode:  # noqa: ANN001
+def _code(call) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as caught:
         call()
     return caught.value.code()

@@ -28,7 +28,8 @@ from service.backbones.admission import AdmissionGate
 from service.backbones.card import BackboneCard
 from service.backbones.embedder import Embedder, ServedBackbone
 from service.backbones.inputs import InputLimits
-from service.backbones.modalities.text import TEXT_TENSORS, TextModality
+from service.backbones.modalities.tensors import TEXT_TENSORS
+from service.backbones.modalities.text import TextModality
 from service.backbones.modalities.text_batches import collate_text
 from service.backbones.modalities.text_preprocessing import TextPreprocessor
 from tests.support.deterministic_runtime import DeterministicRuntime, Projection

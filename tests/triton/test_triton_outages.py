@@ -128,7 +128,7 @@ def test_gateway_started_before_triton_waits_for_it(tmp_path: Path, model_repo: 
             wait_for_health(gateway.address, NOT_SERVING, timeout=120)
             waited.append(True)
             triton.start()
-        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+        except BaseException as error:
             failures.append(error)
 
     starter = threading.Thread(target=start_triton_once_the_gateway_waits, daemon=True)

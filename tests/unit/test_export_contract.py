@@ -8,8 +8,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from service.backbones.card import BackboneCard
-from service.backbones.modalities.image import image_tensors
-from service.backbones.modalities.text import TEXT_TENSORS
+from service.backbones.modalities.tensors import TEXT_TENSORS, image_tensors
 from service.export.contract import (
     IMAGE_INPUT_NAME,
     OUTPUT_NAME,
@@ -37,7 +36,7 @@ def _card(modality: str, input_names: list[str], image_size: int | None = None) 
         (_card("image", [IMAGE_INPUT_NAME], 40), image_tensors(40)),
     ],
 )
-def test_the_rendered_inputs_are_what_the_gateway_sends(card, tensors) -> None:  # noqa: ANN001
+def test_the_rendered_inputs_are_what_the_gateway_sends(card, tensors) -> None:
     assert input_tensors(card) == tensors
     config = text_format.Parse(render_config(card), model_config_pb2.ModelConfig())
     rendered = [

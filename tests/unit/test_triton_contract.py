@@ -6,7 +6,7 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from service.backbones.card import BackboneCard
-from service.backbones.modalities.text import TEXT_TENSORS
+from service.backbones.modalities.tensors import TEXT_TENSORS
 from service.backbones.runtimes.base import BackboneLoadError
 from service.backbones.runtimes.triton_contract import check_metadata
 

@@ -16,18 +16,10 @@ import numpy as np
 
 from service.backbones.batcher import CallPolicy
 from service.backbones.inputs import Input
+from service.backbones.modalities.tensors import TensorSpec
 from service.backbones.runtimes.base import RuntimeNeeds
 
 Collate = Callable[[list[Any]], dict[str, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input as the gateway sends it: its dtype and its dims after the batch axis
-    (-1: any length)."""
-
-    dtype: np.dtype
-    dims: tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,15 @@ import numpy as np
 
 from service.backbones.batcher import CallPolicy
 from service.backbones.inputs import ImageInput, Input, check_image
-from service.backbones.modalities.base import Batching, Prepared, TensorSpec
+from service.backbones.modalities.base import Batching, Prepared
 from service.backbones.modalities.image_decoding import ImageDecoder
 from service.backbones.modalities.image_preprocessing import (
     ImagePreprocessor,
     collate_images,
     plan_image_batches,
 )
+from service.backbones.modalities.tensors import TensorSpec, image_tensors
 from service.backbones.runtimes.base import RuntimeNeeds
-
-
-def image_tensors(image_size: int) -> dict[str, TensorSpec]:
-    """What an image backbone's graph takes: uint8 RGB pixels [batch, size, size, 3] (the graph
-    casts, normalises and transposes them itself)."""
-    return {"pixels": TensorSpec(np.dtype(np.uint8), (image_size, image_size, 3))}
 
 
 class ImageModality:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
+from service.backbones.modalities.tensors import IMAGE_PIXELS
 from service.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ class ImagePreprocessor:
             ) from None
         except MemoryError:
             raise
-        except Exception as error:  # noqa: BLE001 - anything Pillow raises on these bytes
+        except Exception as error:
             # Corrupt data makes Pillow raise OSError, SyntaxError, ValueError, EOFError,
             # struct.error, ...: all of them mean a bad image, never a server fault.
             log.debug("undecodable image at %s: %r", field, error)
@@ -319,7 +320,7 @@ class ImagePreprocessor:
         """Applies the EXIF orientation; an unreadable EXIF block is ignored, as viewers do."""
         try:
             ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to do
-        except Exception as error:  # noqa: BLE001 - a broken EXIF block does not spoil the pixels
+        except Exception as error:
             log.debug("ignoring unreadable EXIF orientation: %r", error)
         return image
 
@@ -330,7 +331,7 @@ def collate_images(items: list[np.ndarray]) -> dict[str, np.ndarray]:
     Every image of a backbone has the same size, so there is no padding: any split of a round
     into batches costs the same per image.
     """
-    return {"pixels": np.stack(items).astype(np.uint8, copy=False)}
+    return {IMAGE_PIXELS: np.stack(items).astype(np.uint8, copy=False)}
 
 
 def plan_image_batches(count: int, max_batch_size: int) -> list[list[int]]:

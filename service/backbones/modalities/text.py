@@ -7,10 +7,9 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from service.backbones.inputs import Input, TextInput, check_text
-from service.backbones.modalities.base import Batching, Prepared, TensorSpec
+from service.backbones.modalities.base import Batching, Prepared
+from service.backbones.modalities.tensors import TEXT_TENSORS, TensorSpec
 from service.backbones.modalities.text_batches import (
     bucket_lengths,
     bucketed_call_policy,
@@ -21,11 +20,6 @@ from service.backbones.modalities.text_batches import (
 from service.backbones.modalities.text_preprocessing import TextPreprocessor, TokenizedText
 from service.backbones.runtimes.base import RuntimeNeeds
 
-# What a text backbone's graph takes: token ids and their mask, int64 [batch, any length].
-TEXT_TENSORS = {
-    "input_ids": TensorSpec(np.dtype(np.int64), (-1,)),
-    "attention_mask": TensorSpec(np.dtype(np.int64), (-1,)),
-}
 # The text the warm-up calls tokenize (cut to each shape's length).
 _WARM_UP_TEXT = "warm up " * 512
 

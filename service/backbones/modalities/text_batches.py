@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from service.backbones.batcher import CallPolicy
+from service.backbones.modalities.tensors import TEXT_IDS, TEXT_MASK
 from service.backbones.modalities.text_preprocessing import TokenizedText
 
 
@@ -33,7 +34,7 @@ def collate_text(items: list[TokenizedText]) -> dict[str, np.ndarray]:
     for row, item in enumerate(items):
         ids[row, : item.length] = item.ids
         mask[row, : item.length] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    return {TEXT_IDS: ids, TEXT_MASK: mask}
 
 
 # What one extra inference call costs, in padded tokens: per-call overhead and the poorer matrix

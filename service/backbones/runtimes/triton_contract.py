@@ -10,7 +10,7 @@ from tritonclient.grpc import service_pb2
 from tritonclient.utils import np_to_triton_dtype
 
 from service.backbones.card import BackboneCard
-from service.backbones.modalities.base import TensorSpec
+from service.backbones.modalities.tensors import TensorSpec
 from service.backbones.runtimes.base import BackboneLoadError
 
 

@@ -129,7 +129,7 @@ def test_a_tenant_over_its_share_is_refused_while_others_are_admitted(
 def test_the_calling_tenant_is_the_keys_and_local_without_one(backbone: TinyTextBackbone) -> None:
     """Without an explicit tenant, work counts against the authenticated caller's tenant."""
 
-    async def as_acme(stack_embed, name: str) -> None:  # noqa: ANN001 - the Embedder's embed
+    async def as_acme(stack_embed, name: str) -> None:
         set_principal(Principal(tenant="acme", key_id="k1"))
         await stack_embed(name, _texts("goal"))
 
