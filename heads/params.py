@@ -2,9 +2,14 @@
 
 Each kind declares its parameters with a type, a range and a default. A *tunable* parameter has
 no fixed default (``default=None``): when the caller leaves it out, the kind picks it by
-cross-validation. Parsed
-values go back to strings with `format_value`, so the effective parameters recorded on a head's
-card are themselves valid input for training the same head again.
+cross-validation. Parsed values go back to strings with `format_value`, so the effective
+parameters recorded on a head's card are themselves valid input for training the same head again.
+
+Hand-written rather than a pydantic model per kind: the specs are also what the compute budget
+reads (ranges, defaults) and what the errors quote (``params[lr]``, the range, the value given;
+an unknown name with the kind's known ones), from string values whose spelling is checked
+(``"1e-3"`` yes, ``"nan"`` no); pydantic would coerce them with messages of its own, and mapping
+those back to the API's field names would take as much code as this module.
 """
 
 from __future__ import annotations
