@@ -53,7 +53,7 @@ class Predictor:
         # Before any work, loading the head included: a reply too large to send is refused from
         # the stored card, not built.
         check_predict_reply(stored, len(inputs), top_k, self._max_reply_bytes)
-        loaded = await self._registry.load_stored(stored)
+        loaded = await self._registry.load_stored(stored, version)
         card = loaded.card
         served = self._served_backbone(loaded)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)

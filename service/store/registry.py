@@ -261,18 +261,23 @@ class HeadRegistry:
             NotFound: no such head, or it was deleted while this call loaded it.
             DataLoss: its stored files are damaged (the version is marked damaged).
         """
-        return await self.load_stored(await self.get(tenant, name, version))
+        return await self.load_stored(await self.get(tenant, name, version), version)
 
-    async def load_stored(self, stored: StoredHead) -> LoadedHead:
+    async def load_stored(self, stored: StoredHead, asked_version: int = 0) -> LoadedHead:
         """The loaded head of a version `get` returned (from the LRU when it is there): callers
         check what the card allows before paying for loading it.
+
+        Args:
+            stored: What `get` returned.
+            asked_version: The version the caller asked `get` for (0: the latest), as a
+                NotFound names it.
 
         Raises:
             NotFound: it was deleted since `get`.
             DataLoss: its stored files are damaged (the version is marked damaged).
         """
-        name, version = stored.name, stored.version
-        key = (stored.tenant, name, version)
+        name = stored.name
+        key = (stored.tenant, name, stored.version)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -284,12 +289,12 @@ class HeadRegistry:
             # DeleteHead writes the tombstone before it removes the files, so files gone while
             # the row is live are lost data; with the row gone, the head was deleted meanwhile.
             if not await self._is_live(*key):
-                raise _not_found(name, version) from None
+                raise _not_found(name, asked_version) from None
             raise await self._damaged(stored, "its files are missing") from None
         except _Damaged as damaged:
             raise await self._damaged(stored, damaged.reason) from None
         if stored.damage is not None:
-            log.info("head %s/%s v%d serves again", stored.tenant, name, version)
+            log.info("head %s/%s v%d serves again", stored.tenant, name, stored.version)
             await self._mark(stored, None)
         self._cache.put(key, loaded)
         return loaded
