@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus port, default 9464 (TRANSFERD_METRICS_PORT)"
     )
     serve.add_argument("--data-dir", type=Path, help="state folder (TRANSFERD_DATA_DIR)")
+    serve.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://... (TRANSFERD_DATABASE_URL; unset: "
+        "SQLite under the data folder)",
+    )
     serve.add_argument("--model-repo", type=Path, help="backbones (TRANSFERD_MODEL_REPO)")
     serve.add_argument("--runtime", choices=["embedded", "triton"], help="(TRANSFERD_RUNTIME)")
     serve.add_argument("--triton-url", help="Triton gRPC host:port (TRANSFERD_TRITON_URL)")
@@ -162,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             "grpc_port",
             "metrics_port",
             "data_dir",
+            "database_url",
             "model_repo",
             "runtime",
             "triton_url",

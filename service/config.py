@@ -8,8 +8,32 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from heads.budget import DEFAULT_COST_CAPS
+
+
+def normalized_database_url(url: str) -> str:
+    """`url` with PostgreSQL's driver made psycopg 3 (the one installed); other databases are
+    refused, since only SQLite and PostgreSQL are tested.
+
+    Raises:
+        ValueError: not a SQLAlchemy URL of SQLite or PostgreSQL (the message never shows the
+            URL, which may hold a password).
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("database_url is not a SQLAlchemy URL (dialect+driver://...)") from None
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return url
+    raise ValueError(
+        "database_url must be postgresql+psycopg://... or sqlite:///path, "
+        f"not a {parsed.drivername} URL"
+    )
 
 
 class RuntimeKind(StrEnum):
@@ -29,7 +53,17 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="Prometheus metrics port (0 disables the endpoint)."
     )
-    data_dir: Path = Field(Path("data"), description="Where jobs, heads and tenants are stored.")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Where jobs, heads and tenants are stored (the SQLite file and the head "
+        "files); with database_url set to PostgreSQL, only this replica's cache of head files.",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the metadata database. Unset: the SQLite file under "
+        "data_dir. postgresql+psycopg://user:password@host:5432/name: PostgreSQL, shared by "
+        "every replica (tenants, keys, heads and their artifacts, jobs with their payload).",
+    )
     model_repo: Path = Field(Path("model_repo"), description="Exported backbones, one per folder.")
     runtime: RuntimeKind = Field(RuntimeKind.EMBEDDED, description="embedded or triton.")
     triton_url: str = Field("localhost:8001", description="Triton gRPC address (runtime=triton).")
@@ -215,6 +249,13 @@ class Settings(BaseSettings):
         if any(not cap > 0 for cap in caps.values()):
             raise ValueError("job_cost_caps: every cap must be > 0")
         return {**DEFAULT_COST_CAPS, **caps}
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None or not url.get_secret_value():
+            return None
+        return SecretStr(normalized_database_url(url.get_secret_value()))
 
     @field_validator("triton_url")
     @classmethod

@@ -73,6 +73,10 @@ DATABASE_INTACT = Gauge(
     "transferd_database_intact",
     "1 while the database file is the one opened at start-up; 0 once removed or replaced.",
 )
+DATABASE_ERRORS = Counter(
+    "transferd_database_unavailable_total",
+    "Database calls answered UNAVAILABLE because PostgreSQL could not be reached.",
+)
 WARM_UP_CALLS = Counter(
     "transferd_warm_up_calls",
     "Warm-up inference calls run at start-up, before the backbone reported ready.",

@@ -52,9 +52,11 @@ class Server:
         )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
         self.embedder = Embedder(build_backbones(settings, self._preprocess), limits)
-        # A missing database beside existing heads is refused before anything is created.
-        check_before_open(settings.data_dir)
-        self.db = Database(settings.data_dir)
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        if url is None:
+            # A missing database beside existing heads is refused before anything is created.
+            check_before_open(settings.data_dir)
+        self.db = Database(settings.data_dir, url)
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         if not admin:
             log.warning("TRANSFERD_ADMIN_KEY is not set: TenantService refuses every call")

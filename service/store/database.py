@@ -1,12 +1,17 @@
-"""The metadata database: an engine, its sessions, and a one-thread executor so the loop never waits.
+"""The metadata database: an engine, its sessions, and worker threads so the loop never waits.
 
-SQLite in WAL mode under `--data-dir` by default; any SQLAlchemy URL can replace it later.
+SQLite in WAL mode under `--data-dir` by default; PostgreSQL (psycopg 3) when `database_url`
+names it, shared by every replica. The schema is migrated at open (`service.store.migrate`).
 
-The database file is watched: SQLite keeps writing to a file that was deleted or replaced under
-it (its open descriptor still points at the old inode), so every call would answer OK and lose
-everything at the next restart. The file's (st_dev, st_ino) is remembered at open and compared
-before each transaction and by the health poll; once it differs, the database is *lost* for
-this process: every call answers UNAVAILABLE and health goes NOT_SERVING until a restart.
+SQLite: the database file is watched. SQLite keeps writing to a file that was deleted or replaced
+under it (its open descriptor still points at the old inode), so every call would answer OK and
+lose everything at the next restart. The file's (st_dev, st_ino) is remembered at open and
+compared before each transaction and by the health poll; once it differs, the database is *lost*
+for this process: every call answers UNAVAILABLE and health goes NOT_SERVING until a restart.
+
+PostgreSQL: a connection that fails (the server down, the network cut) makes that call answer
+UNAVAILABLE with a clear message; the pool checks connections before use, so calls work again
+as soon as the server is back, with no restart.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import metrics
 from service.errors import Unavailable
 from service.store.disk_errors import disk_full_as_exhausted
-from service.store.schema import upgrade
+from service.store.migrate import migrate
 
 T = TypeVar("T")
 
@@ -62,26 +67,67 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
+#: PostgreSQL: worker threads, and pooled connections, of one replica's database calls.
+POSTGRES_THREADS = 8
+#: PostgreSQL: seconds to wait for a connection before the call answers UNAVAILABLE.
+POSTGRES_CONNECT_TIMEOUT_S = 3
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default: the SQLite file under the data directory."""
+    return f"sqlite:///{data_dir / DB_FILE}"
+
+
 class Database:
     """Sessions on one engine; `run` executes a function with a session off the event loop.
 
-    One worker thread serialises every database call: SQLite allows one writer at a time anyway,
-    and the calls are short.
+    SQLite: one worker thread serialises every call (SQLite allows one writer at a time anyway,
+    and the calls are short). PostgreSQL: `POSTGRES_THREADS` threads on as many pooled
+    connections.
+
+    Args:
+        data_dir: The data directory (the SQLite file lives there unless `url` says otherwise).
+        url: A SQLAlchemy URL (see `Settings.database_url`); None: the SQLite file.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / DB_FILE
-        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        added = upgrade(self.engine)
-        if added:
-            log.info("database upgraded: added columns %s", ", ".join(added))
-        self._identity = _identity(self.path)
+        self.data_dir = data_dir
+        url = url or sqlite_url(data_dir)
+        parsed = make_url(url)
+        self.is_postgres = parsed.get_backend_name() == "postgresql"
+        # The SQLite file (watched, see the module doc); None on PostgreSQL.
+        self.path: Path | None = None if self.is_postgres else Path(parsed.database or "")
+        if self.is_postgres:
+            self.engine: Engine = create_engine(
+                url,
+                pool_size=POSTGRES_THREADS,
+                pool_pre_ping=True,  # a connection the server dropped is replaced, not used
+                connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+            )
+            self.where = f"PostgreSQL at {parsed.host}:{parsed.port or 5432}/{parsed.database}"
+        else:
+            assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url)
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.where = f"SQLite at {self.path}"
+        try:
+            migrate(self.engine)
+        except (OperationalError, InterfaceError) as error:
+            self.engine.dispose()
+            if not self.is_postgres:
+                raise
+            raise Unavailable(
+                f"the database ({self.where}) is unreachable: {_first_line(error)}"
+            ) from None
+        self._identity = _identity(self.path) if self.path else None
         self._lost: str | None = None
         metrics.DATABASE_INTACT.set(1)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self._executor = ThreadPoolExecutor(
+            max_workers=POSTGRES_THREADS if self.is_postgres else 1, thread_name_prefix="db"
+        )
 
     def intact(self) -> bool:
         """Whether the database file is still the one opened (an os.stat; cheap).
@@ -89,6 +135,8 @@ class Database:
         The first time it is not, logs why, and closes the connections so that SQLite stops
         writing beside a file that is no longer the database.
         """
+        if self.path is None:
+            return True  # PostgreSQL: an outage is answered per call, and is not a lost file
         if self._lost is not None:
             return False
         now = _identity(self.path)
@@ -118,14 +166,20 @@ class Database:
         """Runs `work` in a transaction on the calling thread (start-up and tests).
 
         Raises:
-            Unavailable: the database file was removed or replaced since it was opened.
+            Unavailable: the database file was removed or replaced since it was opened, or the
+                database server cannot be reached.
             ResourceExhausted: the disk (or the database) is full.
         """
         self.check_intact()
         try:
             with disk_full_as_exhausted("the database"), self._sessions.begin() as session:
                 return work(session)
-        except OperationalError as error:
+        except (OperationalError, InterfaceError) as error:
+            if self.is_postgres:
+                metrics.DATABASE_ERRORS.inc()
+                raise Unavailable(
+                    f"the database ({self.where}) is unavailable: {_first_line(error)}; retry"
+                ) from error
             # An I/O error may be the first sign of a file that was removed under us.
             if not self.intact():
                 raise Unavailable(self._message()) from error
@@ -136,12 +190,19 @@ class Database:
         return await self.submit(work)
 
     def submit(self, work: Callable[[Session], T]) -> asyncio.Future[T]:
-        """Queues `work` now (calls run in the order they are submitted) and returns its future."""
+        """Queues `work` now and returns its future (on SQLite, calls run in the order they are
+        submitted; on PostgreSQL, several at once)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, self.call, work)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _first_line(error: Exception) -> str:
+    """The driver's own message, first line (psycopg's carry the server's details below)."""
+    orig = getattr(error, "orig", None) or error
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
 
 
 def set_aside_stale_wal(data_dir: Path, stamp: str) -> list[Path]:

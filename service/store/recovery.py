@@ -94,7 +94,7 @@ def recover_at_start_up(db: Database, files: HeadFiles) -> SweepReport:
     if not rows:
         heads = count_valid_heads(files)
         if heads:
-            raise StoreNeedsRepair(needs_repair_message(db.path.parent, heads))
+            raise StoreNeedsRepair(needs_repair_message(db.data_dir, heads))
     report = SweepReport(staging_removed=files.remove_staging())
     stamp = new_stamp()
     for found in files.versions():

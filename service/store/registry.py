@@ -7,12 +7,17 @@ found, exactly like one that never existed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from heads import HeadCard, HeadFormatError, LoadedHead, TrainedHead, utc_now
@@ -22,18 +27,21 @@ from service.errors import (
     NotFound,
     ResourceExhausted,
     TransferdError,
+    Unavailable,
     shown,
 )
 from service.store.database import Database
 from service.store.head_cache import HeadCache
 from service.store.head_files import HeadFiles, onnx_damage
 from service.store.recovery import SweepReport, recover_at_start_up
-from service.store.schema import HeadRow
+from service.store.schema import HeadBlobRow, HeadRow
 
 log = logging.getLogger(__name__)
 
 HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+#: Publishing retries this often when other replicas keep taking the chosen version.
+PUBLISH_ATTEMPTS = 20
 
 
 def check_head_name(name: str, field: str = "head") -> None:
@@ -115,8 +123,6 @@ class HeadRegistry:
         self._cache = HeadCache(cache_size, cache_bytes)
         self._executor = executor
         self._quotas = quotas or HeadQuotas()
-        # Serialises publishing in this process: the next version number and its folder are
-        # chosen together.
         self._publish_lock = asyncio.Lock()
 
     def sweep_unpublished(self) -> SweepReport:
@@ -152,58 +158,91 @@ class HeadRegistry:
             )
 
     async def publish(
-        self, tenant: str, name: str, trained: TrainedHead, backbone: str, fingerprint: str
+        self,
+        tenant: str,
+        name: str,
+        trained: TrainedHead,
+        backbone: str,
+        fingerprint: str,
+        *,
+        commit_with: Callable[[Session, int], None] | None = None,
     ) -> HeadCard:
-        """Publishes `trained` as the next version of `name`: files first, then the row.
+        """Publishes `trained` as the next version of `name`: the artifacts (in the database,
+        write-once by SHA-256, and in the local files), then the row that makes it visible.
+
+        Versions stay consistent across replicas through the database's unique constraint on
+        (tenant, name, version), not a lock: when another replica took the version chosen here
+        first, the next one is chosen and the publish tried again.
+
+        Args:
+            commit_with: Runs in the row's transaction with the version published, and may
+                raise to publish nothing (a training job checks that it still holds its lease,
+                and records its success in the same commit).
 
         Raises:
             ResourceExhausted: over a quota, or the disk is full.
-            Unavailable: the database file was removed or replaced.
+            Unavailable: the database is unreachable, or its file was removed or replaced.
         """
+        onnx_sha256 = hashlib.sha256(trained.onnx_bytes).hexdigest()
+        # Serialises this process's publishes: the version number and its folder go together.
         async with self._publish_lock:
-
-            def next_version(session: Session) -> tuple[int, int, int]:
-                latest = session.scalar(
-                    select(func.max(HeadRow.version)).where(
-                        HeadRow.tenant == tenant, HeadRow.name == name
-                    )
+            for _ in range(PUBLISH_ATTEMPTS):
+                version, heads, versions = await self._db.run(
+                    lambda session: _next_version(session, tenant, name)
                 )
-                return (int(latest or 0) + 1, *_counts(session, tenant, name))
-
-            version, heads, versions = await self._db.run(next_version)
-            self._check_counts(name, heads, versions)
-            card = trained.to_card(
-                tenant=tenant, name=name, version=version,
-                backbone=backbone, backbone_fingerprint=fingerprint,
-            )  # fmt: skip
-            card_json = card.to_json()
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._executor, self._files.write,
-                tenant, name, version, trained.onnx_bytes, card_json,
-            )  # fmt: skip
-
-            def insert(session: Session) -> None:
-                session.add(
-                    HeadRow(
-                        tenant=tenant,
-                        name=name,
-                        version=version,
-                        card_json=card_json,
-                        created_at=utc_now(),
-                    )  # fmt: skip
-                )
-
-            try:
-                await self._db.run(insert)
-            except BaseException:
-                # Never published (no row), and the job reports the failure: the folder is
-                # ours to take back, and must not come back through `transferd repair`.
+                self._check_counts(name, heads, versions)
+                card = trained.to_card(
+                    tenant=tenant, name=name, version=version,
+                    backbone=backbone, backbone_fingerprint=fingerprint,
+                )  # fmt: skip
+                card_json = card.to_json()
+                card_bytes = card_json.encode()
+                loop = asyncio.get_running_loop()
                 await loop.run_in_executor(
-                    self._executor, self._files.remove, tenant, name, version
-                )
-                raise
-        return card
+                    self._executor, self._files.write,
+                    tenant, name, version, trained.onnx_bytes, card_json,
+                )  # fmt: skip
+
+                def insert(session: Session, version: int = version, card_json: str = card_json,
+                           card_bytes: bytes = card_bytes) -> None:  # fmt: skip
+                    put_blob(session, onnx_sha256, trained.onnx_bytes)
+                    card_sha256 = put_blob(session, None, card_bytes)
+                    session.add(
+                        HeadRow(
+                            tenant=tenant,
+                            name=name,
+                            version=version,
+                            card_json=card_json,
+                            created_at=utc_now(),
+                            onnx_sha256=onnx_sha256,
+                            card_sha256=card_sha256,
+                        )  # fmt: skip
+                    )
+                    session.flush()  # a version another replica took fails here, not later
+                    if commit_with is not None:
+                        commit_with(session, version)
+
+                try:
+                    await self._db.run(insert)
+                except IntegrityError:
+                    # Another replica published this version first: ours is not published.
+                    await loop.run_in_executor(
+                        self._executor, self._files.remove, tenant, name, version
+                    )
+                    log.info("%s/%s: version %d was taken meanwhile; next", tenant, name, version)
+                    continue
+                except BaseException:
+                    # Never published (no row), and the job reports the failure: the folder is
+                    # ours to take back, and must not come back through `transferd repair`.
+                    await loop.run_in_executor(
+                        self._executor, self._files.remove, tenant, name, version
+                    )
+                    raise
+                return card
+        raise Unavailable(
+            f"head {shown(name)}: could not publish a version after {PUBLISH_ATTEMPTS} tries "
+            "(other replicas kept publishing it); retry"
+        )
 
     async def list(self, tenant: str, all_versions: bool = False) -> list[StoredHead]:
         def query(session: Session) -> list[tuple[str, str | None]]:
@@ -351,6 +390,29 @@ class HeadRegistry:
             await self._db.run(write)
         except TransferdError as error:  # the mark is a courtesy; the answer must not wait for it
             log.warning("could not store the health of head %s: %s", stored.name, error)
+
+
+def _next_version(session: Session, tenant: str, name: str) -> tuple[int, int, int]:
+    """(the next version of `name`, live heads of the tenant, live versions of `name`)."""
+    latest = session.scalar(
+        select(func.max(HeadRow.version)).where(HeadRow.tenant == tenant, HeadRow.name == name)
+    )
+    return (int(latest or 0) + 1, *_counts(session, tenant, name))
+
+
+def put_blob(session: Session, sha256: str | None, data: bytes) -> str:
+    """Stores `data` in `head_blobs` unless it is there (write-once); returns its SHA-256.
+
+    Two replicas may store the same bytes at once: the second insert is a no-op, not an error.
+    """
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    insert_ = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert_(HeadBlobRow)
+        .values(sha256=sha256, data=data, created_at=utc_now())
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    return sha256
 
 
 def _counts(session: Session, tenant: str, name: str) -> tuple[int, int]:

@@ -1,11 +1,25 @@
-"""Tables of the metadata database. SQLAlchemy, so that a server database can replace SQLite."""
+"""Tables of the metadata database, for SQLite and PostgreSQL alike.
+
+The tables are created and changed only by the Alembic migrations (`service.store.migrations`);
+these models must match what the last migration leaves (a test compares them on both databases).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -49,10 +63,30 @@ class HeadRow(Base):
     # Why the version's stored files cannot serve (checksum, unreadable card, missing files);
     # NULL while healthy. Set when a load finds the damage, cleared when a load succeeds again.
     damage: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The version's artifacts in `head_blobs` (NULL for versions published before the artifacts
+    # moved into the database: their files on disk are the only copy).
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    card_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class HeadBlobRow(Base):
+    """Head artifact bytes (ONNX graphs, cards), write-once and keyed by their SHA-256: every
+    replica reads a head from here; its local disk is only a cache."""
+
+    __tablename__ = "head_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class JobRow(Base):
+    """A training job, with what any replica needs to run it or take it over: its request
+    (`payload`, compressed) and its lease."""
+
     __tablename__ = "jobs"
+    # The claim query: queued jobs, tenants in turn (by when each tenant was last served).
+    __table_args__ = (Index("ix_jobs_tenant_claimed_at", "tenant", "claimed_at"),)
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(63), index=True)
@@ -68,27 +102,18 @@ class JobRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-# Columns added after the first release: (table, column, SQL type). `create_all` creates missing
-# tables but never alters an existing one, so a data directory of an older release gets them here.
-ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("heads", "damage", "TEXT"),)
-
-
-def upgrade(engine: Engine) -> list[str]:
-    """Creates missing tables and adds missing nullable columns; idempotent.
-
-    Returns:
-        The columns added, as ``table.column``.
-    """
-    Base.metadata.create_all(engine)
-    added: list[str] = []
-    with engine.begin() as connection:
-        inspector = inspect(connection)
-        for table, column, sql_type in ADDED_COLUMNS:
-            present = {c["name"] for c in inspector.get_columns(table)}
-            if column not in present:
-                # Nullable with no default: SQLite adds it without rewriting the table.
-                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-                added.append(f"{table}.{column}")
-    return added
+    # The validated request, compressed (see service.jobs.payload); NULL for jobs of releases
+    # that kept it in memory only.
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Times a replica claimed it; past the maximum, a job whose replicas keep dying is FAILED.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The lease: which replica runs it, until when, and the fencing token, raised by every claim,
+    # that every write of the holder must still match.
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    lease_token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # CancelJob on any replica sets it; the replica running the job sees it and stops.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -107,12 +107,20 @@ def test_sigterm_drains_not_serving_and_finishes_in_flight_work(
     assert process.process.wait(timeout=60) == 0
 
 
-def test_metrics_move_with_traffic(server: ServerProcess, embedding_stub, sentences) -> None:
-    before = server_metrics(server)
-    embedding_stub.Embed(text_request(sentences[:5]))
-    with pytest.raises(grpc.RpcError):
-        embedding_stub.Embed(text_request(sentences[:1], backbone="nope"))
-    after = server_metrics(server)
+def test_metrics_move_with_traffic(tmp_path: Path, model_repo: Path, sentences) -> None:
+    # A server of its own: on the shared one, a job another test submitted may still be
+    # embedding its examples, and its calls would move the counters read here.
+    server = start_server(tmp_path, model_repo)
+    try:
+        with authed_channel(server.address, server.create_tenant_key("acme")) as channel:
+            embedding_stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+            before = server_metrics(server)
+            embedding_stub.Embed(text_request(sentences[:5]))
+            with pytest.raises(grpc.RpcError):
+                embedding_stub.Embed(text_request(sentences[:1], backbone="nope"))
+            after = server_metrics(server)
+    finally:
+        server.stop()
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

@@ -189,20 +189,6 @@ def test_a_removed_or_replaced_database_file_is_unavailable(
         db.close()
 
 
-def test_a_database_of_the_previous_release_opens_with_nothing_lost(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / DB_FILE) as old:  # the heads table before `damage`
-        old.execute(
-            "CREATE TABLE heads (id INTEGER PRIMARY KEY, tenant VARCHAR(63), name VARCHAR(64), "
-            "version INTEGER, card_json TEXT, created_at DATETIME, deleted_at DATETIME)"
-        )
-        old.execute("INSERT INTO heads VALUES (1, 'acme', 'h', 1, '{}', '2024-01-01', NULL)")
-    for _ in range(2):  # idempotent
-        Database(tmp_path).close()
-    with sqlite3.connect(tmp_path / DB_FILE) as upgraded:
-        rows = upgraded.execute("SELECT tenant, name, card_json, damage FROM heads").fetchall()
-    assert rows == [("acme", "h", "{}", None)]
-
-
 def test_disk_full_errors_are_recognised() -> None:
     import errno
 
