@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         "data_dir. postgresql+psycopg://user:password@host:5432/name: PostgreSQL, shared by "
         "every replica (tenants, keys, heads and their artifacts, jobs with their payload).",
     )
+    change_poll_s: float = Field(
+        10.0,
+        gt=0,
+        description="PostgreSQL: seconds between two re-reads of what a replica caches (active "
+        "keys, head cards, loaded heads), which catch changes whose notice (LISTEN/NOTIFY) was "
+        "lost while the replica was disconnected.",
+    )
     model_repo: Path = Field(Path("model_repo"), description="Exported backbones, one per folder.")
     runtime: RuntimeKind = Field(RuntimeKind.EMBEDDED, description="embedded or triton.")
     triton_url: str = Field("localhost:8001", description="Triton gRPC address (runtime=triton).")
@@ -88,9 +95,28 @@ class Settings(BaseSettings):
     )
     training_workers: int = Field(
         1,
+        ge=0,
+        description="Training jobs this replica runs at the same time; the rest wait in the "
+        "database, each tenant's in order and tenants in turn (the tenant served longest ago "
+        "goes next). 0: an API-only replica that queues jobs and runs none.",
+    )
+    job_lease_s: float = Field(
+        30.0,
+        ge=1.0,
+        description="How long a replica's claim on a running job lasts without a heartbeat "
+        "(renewed every third of it); a job whose replica died is claimed again after it.",
+    )
+    job_max_attempts: int = Field(
+        3,
         ge=1,
-        description="Training jobs that run at the same time; the rest wait, each tenant's in "
-        "order and tenants in turn (the tenant served longest ago goes next).",
+        description="Most times a job is claimed (a replica died while running it, or a restart "
+        "or shutdown interrupted it); past it the job is FAILED with the reason.",
+    )
+    max_job_payload_mb: float = Field(
+        64.0,
+        gt=0,
+        description="Largest stored training request (the examples, compressed), in MiB; larger "
+        "is refused with RESOURCE_EXHAUSTED.",
     )
     job_timeout_s: float = Field(
         1800.0,

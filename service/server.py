@@ -18,9 +18,9 @@ from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
 from service.config import Settings
 from service.jobs.manager import JobLimits, JobManager
-from service.jobs.store import JobStore
 from service.jobs.validation import TrainingLimits
 from service.predictor import Predictor
+from service.store.changes import ChangeFeed
 from service.store.database import Database
 from service.store.head_files import HeadFiles
 from service.store.recovery import StoreNeedsRepair, check_before_open
@@ -47,8 +47,11 @@ class Server:
         # Decoding large requests and encoding large replies: off the event loop, and bounded so
         # that many large requests queue here instead of each holding a decoded copy at once.
         self._transport_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transport")
-        self._training_pool = ThreadPoolExecutor(
-            max_workers=settings.training_workers, thread_name_prefix="training"
+        # None on an API-only replica (no workers): it queues jobs and runs none.
+        self._training_pool = (
+            ThreadPoolExecutor(max_workers=settings.training_workers, thread_name_prefix="training")
+            if settings.training_workers
+            else None
         )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
         self.embedder = Embedder(build_backbones(settings, self._preprocess), limits)
@@ -60,11 +63,14 @@ class Server:
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         if not admin:
             log.warning("TRANSFERD_ADMIN_KEY is not set: TenantService refuses every call")
-        self.directory = TenantDirectory(self.db, admin)
+        # Heads published or deleted and keys revoked, here and on every other replica.
+        self.changes = ChangeFeed(self.db, settings.change_poll_s)
+        self.directory = TenantDirectory(self.db, admin, self.changes)
         self.registry = HeadRegistry(
             self.db, HeadFiles(settings.data_dir), settings.head_cache_size, self._heads_pool,
             cache_bytes=int(settings.head_cache_mb * 1024 * 1024),
             quotas=HeadQuotas(settings.max_heads_per_tenant, settings.max_versions_per_head),
+            changes=self.changes,
         )  # fmt: skip
         try:
             self.registry.sweep_unpublished()
@@ -72,13 +78,16 @@ class Server:
             self.db.close()  # cleanly: SQLite removes its -wal, nothing stays beside the file
             raise
         self.jobs = JobManager(
-            JobStore(self.db), self.embedder, self.registry, self._training_pool,
+            self.db, self.embedder, self.registry, self._training_pool,
             JobLimits(
                 workers=settings.training_workers,
                 max_jobs_per_tenant=settings.max_jobs_per_tenant,
                 max_jobs_total=settings.max_jobs_total,
                 embed_chunk=min(64, settings.max_inputs_per_request),
                 timeout_s=settings.job_timeout_s,
+                lease_s=settings.job_lease_s,
+                max_attempts=settings.job_max_attempts,
+                max_payload_bytes=int(settings.max_job_payload_mb * 2**20),
                 training=TrainingLimits(
                     max_examples_per_job=settings.max_examples_per_job,
                     max_label_bytes=settings.max_label_bytes,
@@ -106,7 +115,12 @@ class Server:
         self.port = self._grpc.port
 
     def _ready(self) -> bool:
-        """Every backbone can serve, and the database file is still the one opened."""
+        """Every backbone can serve, and the database file is still the one opened (SQLite).
+
+        A PostgreSQL outage does not make a replica unready: Embed needs no database, and
+        Predict and authentication keep serving from the caches; calls that need the database
+        answer UNAVAILABLE meanwhile. Taking every replica out of the Service at once would turn
+        a database blip into a full outage."""
         return self.embedder.is_ready() and self.db.intact()
 
     async def start(self) -> None:
@@ -117,6 +131,7 @@ class Server:
     async def listen(self) -> None:
         """Accepts connections; health answers NOT_SERVING until `load` is done."""
         await self._grpc.set_serving(False)
+        await self.changes.start()
         await self._grpc.start()
         log.info("gRPC listening on %s:%d; loading backbones", self.settings.grpc_host, self.port)
         metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
@@ -124,6 +139,7 @@ class Server:
     async def load(self) -> None:
         """Loads every backbone, then reports SERVING."""
         await self.embedder.start()
+        self.jobs.start()  # claims jobs only once it can embed their examples
         await self._grpc.set_serving(True)
         self._grpc.follow_readiness()
         names = ", ".join(b.card.name for b in self.embedder.served())
@@ -138,14 +154,17 @@ class Server:
             log.info("NOT_SERVING; still serving for %.1fs", drain_delay_s)
             await asyncio.sleep(drain_delay_s)
         log.info("draining for up to %.1fs", self.settings.shutdown_grace_s)
-        # Stop accepting RPCs, and meanwhile end unfinished jobs (failed, with a reason) so that
-        # their WatchJob streams end instead of holding the grace period.
+        # Stop accepting RPCs, and meanwhile hand the jobs running here back to the queue (another
+        # replica, or this one after its restart, runs them) and end their WatchJob streams,
+        # instead of holding the grace period.
         stopping = asyncio.ensure_future(self._grpc.stop(self.settings.shutdown_grace_s))
         await self.jobs.close()
         await stopping
+        await self.changes.stop()
         await self.embedder.close()
         for pool in (self._preprocess, self._heads_pool, self._training_pool, self._transport_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         self.db.close()
         log.info("stopped")
 

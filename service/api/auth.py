@@ -30,6 +30,6 @@ def bearer_secret(context: grpc.aio.ServicerContext) -> str:
     raise Unauthenticated("missing 'authorization: Bearer <API key>' metadata")
 
 
-def authenticate(directory: TenantDirectory, context: grpc.aio.ServicerContext) -> Principal:
+async def authenticate(directory: TenantDirectory, context: grpc.aio.ServicerContext) -> Principal:
     """The principal of the caller's bearer key (metadata only: the body is not decoded yet)."""
-    return directory.authenticate(bearer_secret(context))
+    return await directory.authenticate(bearer_secret(context))

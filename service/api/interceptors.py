@@ -147,7 +147,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self, full_method: str, raw: bytes, parse: Callable[[bytes], Any], context: Any
     ) -> Any:
         """Authenticates the caller, then decodes the request under the method's limits."""
-        set_principal(authenticate(self._directory, context))
+        set_principal(await authenticate(self._directory, context))
         request = await self._decoder.decode(full_method, raw, parse)
         set_deadline_in(context.time_remaining())
         return request

@@ -12,13 +12,15 @@ class StopReason(StrEnum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
     SHUTDOWN = "shutdown"
+    #: Another replica took the job over (this replica's lease expired): stop, write nothing.
+    LEASE_LOST = "lease_lost"
 
 
 class JobControl:
     """A per-job stop flag, set once and never cleared.
 
     The training thread polls `is_set` (through `heads.train_head`'s ``should_stop``) at every
-    checkpoint; the event loop sets it from CancelJob, the timeout or shutdown. Publishing is
+    checkpoint; the event loop sets it from CancelJob, the timeout, shutdown or a lost lease. Publishing is
     atomic and is never interrupted halfway: once `begin_publishing` returns True, `stop`
     refuses, and once a stop was asked, publishing refuses.
     """

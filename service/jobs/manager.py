@@ -1,58 +1,64 @@
-"""The job manager: admits training jobs, runs them fairly on a bounded pool, lets clients watch.
+"""The job manager: queues training jobs in the database, runs the ones this replica claims, and
+answers for every job, wherever it runs.
 
-Admission: a tenant may have `max_jobs_per_tenant` jobs queued or running, the server
-`max_jobs_total`, counted in memory (this process is the only writer, and `recover` fails
-what an earlier process left active); beyond them, and beyond the tenant's head quotas, TrainHead
-answers RESOURCE_EXHAUSTED at once. Scheduling: `workers` jobs run at a time; when one ends, the
-tenant served longest ago goes next (`service.jobs.scheduler`). A running job is stopped by
-CancelJob, by its wall-clock timeout or by shutdown through its `JobControl`; its worker is
-released only once its training thread has returned. Every state write's outcome is observed:
-awaited, or run by `JobWriter.in_background`; a failure is logged and counted (`failed_writes`).
+Admission (`submit`): the validated request is stored with its job (`service.jobs.payload`, at
+most `max_payload_bytes` compressed); a tenant may have `max_jobs_per_tenant` jobs queued or
+running and the database `max_jobs_total`, counted and inserted in one step across replicas
+(`JobStore.admit`); beyond them, and beyond the tenant's head quotas, TrainHead answers
+RESOURCE_EXHAUSTED at once. Running: a replica with workers claims jobs under a lease
+(`service.jobs.worker`, `service.jobs.queue`); tenants take turns. A running job is stopped by
+CancelJob (on any replica), by its wall-clock timeout, by shutdown or by the loss of its lease,
+through its `JobControl`; its worker is released only once its training thread has returned.
+On shutdown the jobs this replica runs go back to the queue, to run again from the start here
+after a restart or on another replica. Every state write is fenced by the lease and its outcome
+observed: awaited, or run by `JobWriter.in_background`; a failure is logged and counted
+(`failed_writes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import os
+import secrets
+import socket
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from heads import InvalidParams, InvalidTrainingData, TrainingStopped, utc_now
+from heads import TrainingStopped, utc_now
 from service import metrics
 from service.backbones.embedder import Embedder
-from service.errors import NotFound, ResourceExhausted, TransferdError, shown
-from service.jobs.control import JobControl, StopReason
+from service.errors import NotFound, ResourceExhausted, Unavailable, shown
+from service.jobs.control import StopReason
 from service.jobs.model import JobSnapshot, JobState, TrainingRequest
+from service.jobs.outcomes import client_message, stopped, unreadable_reason
+from service.jobs.payload import PayloadError, decode, encode
 from service.jobs.pipeline import JobCancelled, run_training
-from service.jobs.scheduler import FairQueue
-from service.jobs.store import JobStore
+from service.jobs.queue import Clock, JobQueue
+from service.jobs.store import JobStore, LeaseLost
 from service.jobs.validation import TrainingLimits
+from service.jobs.worker import Held, Worker, WorkerSettings
 from service.jobs.writer import JobWriter
+from service.store.database import Database
 from service.store.registry import HeadRegistry
 
 log = logging.getLogger(__name__)
 
-RESTART_REASON = "the server restarted before this job finished; nothing was published, train again"
-SHUTDOWN_REASON = (
-    "the server shut down before this job finished; nothing was published, train again"
-)
-CANCEL_REASON = "cancelled by the client"
 #: How long shutdown waits for final states to be stored.
 CLOSE_WRITES_S = 5.0
-
-
-def timeout_reason(seconds: float) -> str:
-    """The error of a job stopped by its wall-clock timeout."""
-    return (
-        f"the job ran longer than this server's limit of {seconds:g} s and was stopped; "
-        "nothing was published: train on fewer examples or with cheaper params"
-    )
+#: How long CancelJob waits for another replica to stop the job before it answers its state.
+CANCEL_WAIT_S = 10.0
+#: How often CancelJob re-reads a job that another replica is stopping.
+CANCEL_POLL_S = 0.1
+SHUTTING_DOWN = (
+    "this server is shutting down; the job is not affected: watch it again (another replica, "
+    "or this one after its restart, runs it)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,40 +71,59 @@ class JobLimits:
     embed_chunk: int
     timeout_s: float = 1800.0
     training: TrainingLimits = field(default_factory=TrainingLimits)
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    max_payload_bytes: int = 64 * 2**20
+    #: How often an idle replica looks for jobs, a heartbeat checks for cancels, and a watcher
+    #: of a job running elsewhere re-reads it (at half of this).
+    poll_s: float = 0.5
 
 
-@dataclass
-class _Live:
-    """What the manager holds for a job of this process that is not final yet."""
-
-    snapshot: JobSnapshot
-    request: TrainingRequest
-    control: JobControl = field(default_factory=JobControl)
-    task: asyncio.Task[None] | None = None  # set once the job has a worker
-    started: bool = False  # whether its task began (one cancelled before that never runs)
+def replica_id() -> str:
+    """This process's lease owner id: host, pid and a random part (pids repeat in containers)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class JobManager:
+    """Training jobs of every replica on one database.
+
+    Args:
+        db: The metadata database (the queue).
+        embedder: Embeds the examples.
+        registry: Publishes the heads.
+        executor: The training pool; None on a replica without workers.
+        limits: The settings.
+        clock: The time (UTC) of leases.
+    """
+
     def __init__(
         self,
-        store: JobStore,
+        db: Database,
         embedder: Embedder,
         registry: HeadRegistry,
-        executor: Executor,
+        executor: Executor | None,
         limits: JobLimits,
+        clock: Clock = utc_now,
     ) -> None:
-        self._store = store
-        self._writer = JobWriter(store)
+        self._db = db
+        self._store = JobStore(db)
+        self._writer = JobWriter(self._store, on_lost=self._lost)
         self._embedder = embedder
         self._registry = registry
         self._executor = executor
         self._limits = limits
-        self._admission = asyncio.Lock()  # check-then-insert must not interleave
-        self._live: dict[str, _Live] = {}
-        self._queue: FairQueue[str] = FairQueue()
-        self._running = 0  # jobs holding a worker (their training thread may still run)
-        self._watchers: dict[str, set[asyncio.Queue[JobSnapshot]]] = defaultdict(set)
-        self._closing = False
+        self._queue = JobQueue(db, replica_id(), limits.lease_s, limits.max_attempts, clock)
+        self._worker = Worker(
+            self._queue,
+            WorkerSettings(limits.workers if executor is not None else 0, limits.lease_s,
+                           limits.poll_s),
+            run=self._run, ended=self._ended, counted=metrics.JOBS_ACTIVE.set,
+            writing=lambda job_id: self._writer.unstored(job_id) is not None,
+        )  # fmt: skip
+        # Requests are encoded one at a time: a bounded amount of memory and CPU, off the loop.
+        self._payloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-payload")
+        self._watchers: dict[str, set[asyncio.Queue[JobSnapshot | None]]] = defaultdict(set)
+        self._watches_ended = False
 
     @property
     def failed_writes(self) -> int:
@@ -111,46 +136,56 @@ class JobManager:
         return self._limits.training
 
     def recover(self) -> None:
-        """At start-up: jobs a previous process left queued or running are failed, clearly."""
-        count = self._store.fail_interrupted(RESTART_REASON)
-        if count:
-            log.warning("failed %d job(s) interrupted by a restart", count)
+        """At start-up: jobs of earlier releases (no stored request) left queued or running are
+        failed, clearly; on SQLite, whose file only this process uses, jobs left running go back
+        to the queue to run again (on PostgreSQL their leases expire by themselves)."""
+        failed, requeued = self._queue.recover(requeue_running=not self._db.is_postgres)
+        if failed:
+            log.warning("failed %d job(s) of an earlier release interrupted by a restart", failed)
+        if requeued:
+            log.warning("re-queued %d job(s) interrupted by a restart; they run again", requeued)
+
+    def start(self) -> None:
+        """Starts claiming jobs (on a replica with workers): call once backbones are ready."""
+        self._worker.start()
 
     async def submit(self, tenant: str, request: TrainingRequest) -> JobSnapshot:
         """Admits a request that `validate_training_request` passed (with `training_limits`) as a
         queued job.
 
         Raises:
-            ResourceExhausted: Over a job limit or a head quota; or the job cannot be stored
-                (a full disk): then nothing is queued and nothing counts against the tenant.
+            ResourceExhausted: Over a job limit, the stored request's size or a head quota; or
+                the job cannot be stored (a full disk): then nothing is queued.
         """
-        async with self._admission:
-            if self._active(tenant) >= self._limits.max_jobs_per_tenant:
-                raise ResourceExhausted(
-                    f"this tenant already has {self._limits.max_jobs_per_tenant} training "
-                    "jobs queued or running; wait for one to finish"
-                )
-            if len(self._live) >= self._limits.max_jobs_total:
-                raise ResourceExhausted("the server has too many training jobs; retry later")
-            await self._registry.check_quota(tenant, request.head)
-            now = utc_now()
-            job = JobSnapshot(
-                job_id=uuid.uuid4().hex, tenant=tenant, head=request.head,
-                backbone=request.backbone, kind=request.kind,
-                num_examples=len(request.inputs), state=JobState.QUEUED, stage="queued",
-                progress=0.0, created_at=now, updated_at=now,
-            )  # fmt: skip
-            await self._store.insert(job)  # a failure leaves nothing behind: not yet counted
-            self._live[job.job_id] = _Live(job, request)
-        metrics.JOBS_ACTIVE.set(len(self._live))
-        self._queue.push(tenant, job.job_id)
-        self._dispatch()
+        await self._registry.check_quota(tenant, request.head)
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(self._payloads, encode, request)
+        if len(payload) > self._limits.max_payload_bytes:
+            raise ResourceExhausted(
+                f"this training request takes {len(payload) / 2**20:.1f} MiB stored "
+                f"(compressed), over this server's limit of "
+                f"{self._limits.max_payload_bytes / 2**20:g} MiB (TRANSFERD_MAX_JOB_PAYLOAD_MB); "
+                "train on fewer or smaller examples"
+            )
+        now = utc_now()
+        job = JobSnapshot(
+            job_id=uuid.uuid4().hex, tenant=tenant, head=request.head,
+            backbone=request.backbone, kind=request.kind,
+            num_examples=len(request.inputs), state=JobState.QUEUED, stage="queued",
+            progress=0.0, created_at=now, updated_at=now,
+        )  # fmt: skip
+        limits = self._limits
+        active = await self._store.admit(
+            job, payload, limits.max_jobs_per_tenant, limits.max_jobs_total
+        )
+        metrics.JOBS_ACTIVE.set(active)
+        self._worker.wake()
         return job
 
     async def get(self, tenant: str, job_id: str) -> JobSnapshot:
-        live = self._live.get(job_id)
-        if live is not None and live.snapshot.tenant == tenant:
-            return live.snapshot
+        held = self._worker.held(job_id)
+        if held is not None and held.snapshot.tenant == tenant:
+            return held.snapshot
         unstored = self._writer.unstored(job_id)
         if unstored is not None and unstored.tenant == tenant:
             return unstored
@@ -161,183 +196,180 @@ class JobManager:
 
     async def cancel(self, tenant: str, job_id: str) -> JobSnapshot:
         """Stops the job and answers once its work has stopped (a running training thread
-        stops at its next checkpoint, well within a second)."""
+        stops at its next checkpoint, well within a second); a job another replica runs is
+        stopped by that replica, waited for up to `CANCEL_WAIT_S`."""
         job = await self.get(tenant, job_id)
-        live = self._live.get(job_id)
-        if job.state.terminal or live is None:
+        if job.state.terminal:
             return job
-        if self._queue.remove(tenant, job_id):  # never started: nothing to stop
-            live.control.stop(StopReason.CANCELLED)
-            await self._finish(job_id, **_stopped(StopReason.CANCELLED, self._limits.timeout_s))
-            return await self.get(tenant, job_id)
-        if not live.control.stop(StopReason.CANCELLED):
-            return job  # too late: publishing is atomic and is not interrupted halfway
-        if live.task is not None:
-            asked = time.monotonic()
-            live.task.cancel()  # interrupts embedding at once; a training thread is awaited
-            await asyncio.gather(live.task, return_exceptions=True)
-            log.info("job %s: cancelled; stopped in %.2f s", job_id, time.monotonic() - asked)
-        return await self.get(tenant, job_id)
+        row, ended = await self._store.request_cancel(tenant, job_id, utc_now())
+        if row is None:
+            raise NotFound(f"job {shown(job_id)} not found")
+        if ended:  # nobody ran it: cancelled in the database at once
+            self._ended(row)
+            return row
+        held = self._worker.held(job_id)
+        if held is not None:
+            if self._worker.stop(job_id, StopReason.CANCELLED) and held.task is not None:
+                asked = time.monotonic()
+                await asyncio.gather(held.task, return_exceptions=True)
+                log.info("job %s: cancelled; stopped in %.2f s", job_id, time.monotonic() - asked)
+            return await self.get(tenant, job_id)  # else too late: it is publishing
+        # Another replica runs it: its heartbeat sees the request and stops it.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CANCEL_WAIT_S
+        while not row.state.terminal and loop.time() < deadline:
+            await asyncio.sleep(CANCEL_POLL_S)
+            row = await self.get(tenant, job_id)
+        return row
 
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobSnapshot]:
-        """The job now, then after every change, until it is terminal."""
-        queue: asyncio.Queue[JobSnapshot] = asyncio.Queue()
+        """The job now, then after every change, until it is terminal. Changes of a job this
+        replica runs arrive at once; one running elsewhere is re-read every half `poll_s`.
+
+        Raises:
+            Unavailable: this replica shuts down before the job ends (watch it again).
+        """
+        queue: asyncio.Queue[JobSnapshot | None] = asyncio.Queue()
         self._watchers[job_id].add(queue)  # subscribe first: no change falls between
         try:
             job = await self.get(tenant, job_id)
             yield job
             while not job.state.terminal:
-                job = await queue.get()
-                yield job
+                if self._watches_ended and queue.empty():  # watching began after `close`
+                    raise Unavailable(SHUTTING_DOWN)
+                try:
+                    changed = await asyncio.wait_for(queue.get(), self._limits.poll_s / 2)
+                except TimeoutError:
+                    changed = await self.get(tenant, job_id)
+                if changed is None:
+                    raise Unavailable(SHUTTING_DOWN)
+                # Older than what was sent: a read that raced a local change (replicas' clocks
+                # may differ a little, so a final state is always news).
+                if changed != job and (
+                    changed.state.terminal or changed.updated_at >= job.updated_at
+                ):
+                    job = changed
+                    yield job
         finally:
             self._watchers[job_id].discard(queue)
             if not self._watchers[job_id]:
                 del self._watchers[job_id]
 
     async def close(self) -> None:
-        """On shutdown: unfinished jobs are failed with a clear reason."""
-        self._closing = True  # no queued job starts from now on
-        running: list[asyncio.Task[None]] = []
-        finishing: dict[str, Any] = {}
-        for job_id, live in list(self._live.items()):
-            stopping = live.control.stop(StopReason.SHUTDOWN)
-            if live.task is not None:
-                if stopping:  # else it is publishing: let that atomic step finish
-                    live.task.cancel()
-                running.append(live.task)
-            elif self._queue.remove(live.snapshot.tenant, job_id):
-                finishing[job_id] = self._finish(job_id, **_stopped(StopReason.SHUTDOWN, 0))
-        # A running job's task reports its own failure (`_reap`); a queued job's final write here.
-        outcomes = await asyncio.gather(*running, *finishing.values(), return_exceptions=True)
-        for job_id, outcome in zip(finishing, outcomes[len(running) :], strict=True):
-            if isinstance(outcome, Exception):
-                self._writer.failed(f"job {job_id}: storing its final state", outcome)
+        """On shutdown: claims no more; the jobs running here go back to the queue; watch
+        streams end (UNAVAILABLE: watch again elsewhere)."""
+        await self._worker.close()
+        # After the jobs' last states: a watcher sees its job back in the queue, then the end.
+        self._watches_ended = True
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
         await self._writer.close(CLOSE_WRITES_S)
-
-    def _active(self, tenant: str) -> int:
-        return sum(1 for live in self._live.values() if live.snapshot.tenant == tenant)
-
-    def _dispatch(self) -> None:
-        """Gives free workers to queued jobs, tenants in turn."""
-        while not self._closing and self._running < self._limits.workers:
-            popped = self._queue.pop()
-            if popped is None:
-                return
-            _tenant, job_id = popped
-            self._running += 1
-            live = self._live[job_id]
-            live.task = asyncio.get_running_loop().create_task(
-                self._run(job_id), name=f"job-{job_id}"
-            )
-            live.task.add_done_callback(functools.partial(self._reap, job_id))
-
-    def _reap(self, job_id: str, task: asyncio.Task[None]) -> None:
-        """Observes a job's task when it is done: reports its failure (its final write, which it
-        awaits, raised), and ends a job whose task was cancelled before it began, so never ran
-        `_run`."""
-        if not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                self._writer.failed(f"job {job_id}", error)
-            return
-        live = self._live.get(job_id)
-        if live is None or live.started:
-            return
-        self._release(live.snapshot.tenant)
-        outcome = _stopped(live.control.reason or StopReason.SHUTDOWN, self._limits.timeout_s)
-        self._writer.in_background(
-            self._finish(job_id, **outcome), f"job {job_id}: storing its final state"
-        )
-
-    def _release(self, tenant: str) -> None:
-        """A job's work (its training thread included) has ended: its worker goes to the next."""
-        self._running -= 1
-        self._queue.release(tenant)
-        self._dispatch()
-
-    def _update(self, job_id: str, **changes: Any) -> JobSnapshot:
-        """Applies a change in memory, tells watchers, and queues its (coalesced) write."""
-        live = self._live[job_id]
-        job = live.snapshot = replace(live.snapshot, updated_at=utc_now(), **changes)
-        self._writer.progress(job)
-        self._tell(job)
-        return job
+        self._payloads.shutdown(wait=False)
 
     def _tell(self, job: JobSnapshot) -> None:
         for queue in self._watchers.get(job.job_id, ()):
             queue.put_nowait(job)
 
-    def _report(self, job_id: str, stage: str, progress: float) -> None:
-        live = self._live.get(job_id)
-        if live is not None and not live.snapshot.state.terminal:
-            progress = round(max(progress, live.snapshot.progress), 4)
-            self._update(job_id, stage=stage, progress=progress)
-
-    async def _finish(self, job_id: str, **changes: Any) -> None:
-        """Makes the job final: it stops counting at once; its state is stored (retried in the
-        background if the store fails) before watchers hear of it, or after a bounded wait."""
-        live = self._live.pop(job_id)
-        job = replace(live.snapshot, updated_at=utc_now(), **changes)
-        metrics.JOBS_ACTIVE.set(len(self._live))
-        await self._writer.final(job)
+    def _ended(self, job: JobSnapshot) -> None:
+        """A job ended here without running (cancelled while queued, out of attempts)."""
         self._tell(job)
+        self._count(job)
+
+    def _count(self, job: JobSnapshot) -> None:
         metrics.JOBS_FINISHED.labels(state=job.state.value).inc()
         seconds = (job.updated_at - job.created_at).total_seconds()
         metrics.JOB_DURATION.labels(state=job.state.value).observe(seconds)
 
-    async def _run(self, job_id: str) -> None:
-        live = self._live[job_id]
-        live.started = True
-        tenant = live.snapshot.tenant
-        timeout_s = self._limits.timeout_s
-        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, job_id)
-        outcome: dict[str, Any]
+    def _lost(self, job_id: str) -> None:
+        """A fenced write was refused: another replica holds the job's lease now."""
+        self._worker.lost(job_id)
+
+    def _report(self, held: Held, stage: str, progress: float) -> None:
+        if held.ended or held.snapshot.state.terminal:
+            return
+        progress = round(max(progress, held.snapshot.progress), 4)
+        held.snapshot = replace(held.snapshot, stage=stage, progress=progress, updated_at=utc_now())
+        self._writer.progress(held.snapshot, held.token)
+        self._tell(held.snapshot)
+
+    def _expire(self, job_id: str) -> None:
+        if self._worker.stop(job_id, StopReason.TIMED_OUT):
+            log.warning(
+                "job %s: over its %g s timeout; stopping it", job_id, self._limits.timeout_s
+            )
+
+    async def _run(self, held: Held) -> None:
+        """Runs a claimed job to its end (the `Worker` calls it as the job's task)."""
+        held.started = True
+        assert self._executor is not None  # a replica without workers claims nothing
+        job_id, tenant = held.job_id, held.snapshot.tenant
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._limits.timeout_s, self._expire, job_id)
+        self._tell(held.snapshot)
+        outcome: dict[str, Any] | None = None
+        reason = StopReason.SHUTDOWN  # why it stopped, when there is no outcome
         try:
-            self._update(job_id, state=JobState.RUNNING, stage="starting")
+            request = await loop.run_in_executor(self._executor, decode, held.claimed.payload)
+            if held.control.is_set():
+                raise JobCancelled()
+            success = self._store.succeed(held.snapshot, held.token)
             card = await run_training(
-                tenant, live.request, self._embedder, self._registry, self._executor,
+                tenant, request, self._embedder, self._registry, self._executor,
                 self._limits.embed_chunk,
-                report=lambda stage, progress: self._report(job_id, stage, progress),
-                control=live.control,
+                report=lambda stage, progress: self._report(held, stage, progress),
+                control=held.control,
+                commit_with=success,
             )  # fmt: skip
-            outcome = dict(
-                state=JobState.SUCCEEDED, stage="done", progress=1.0,
-                version=card.version, metrics=dict(card.metrics),
-            )  # fmt: skip
+            assert success.stored is not None and success.stored.version == card.version
+            outcome = dict(success.stored.__dict__)
+        except LeaseLost:  # the publish was refused: another replica claimed the job
+            reason = StopReason.LEASE_LOST
         except (asyncio.CancelledError, JobCancelled, TrainingStopped):
-            reason = live.control.reason or StopReason.SHUTDOWN
-            outcome = _stopped(reason, timeout_s)
+            # Cancelled without a reason: the event loop is ending (as good as a shutdown).
+            reason = held.control.reason or StopReason.SHUTDOWN
+        except PayloadError as error:
+            outcome = dict(
+                state=JobState.FAILED, stage="failed", error=unreadable_reason(str(error))
+            )
         except Exception as error:
-            message = _client_message(error)
+            message = client_message(error)
             if message is None:
                 log.exception("job %s failed", job_id)
                 message = "training failed because of an internal error; the server log has details"
             outcome = dict(state=JobState.FAILED, stage="failed", error=message)
         finally:
             timer.cancel()
-            self._release(tenant)  # run_training has returned: so has its training thread
-        await self._finish(job_id, **outcome)
+            self._worker.release(held)  # run_training has returned: so has its training thread
+        if outcome is None:
+            if reason is StopReason.LEASE_LOST:
+                self._worker.forget(job_id)  # its state is the other replica's to write
+                log.warning("job %s: stopped; another replica runs it now", job_id)
+                return
+            if reason is StopReason.SHUTDOWN:
+                await self._requeue(held)
+                return
+            outcome = stopped(reason, self._limits.timeout_s)
+        await self._finish(held, outcome)
 
-    def _expire(self, job_id: str) -> None:
-        live = self._live.get(job_id)
-        if live is not None and live.task is not None and live.control.stop(StopReason.TIMED_OUT):
-            log.warning(
-                "job %s: over its %g s timeout; stopping it", job_id, self._limits.timeout_s
-            )
-            live.task.cancel()
+    async def _finish(self, held: Held, outcome: dict[str, Any]) -> None:
+        """Makes the job final: stored (retried in the background if the store fails; a success
+        was stored with its head) before watchers hear of it, or after a bounded wait."""
+        published = outcome.get("state") is JobState.SUCCEEDED
+        job = held.snapshot = replace(held.snapshot, **{"updated_at": utc_now(), **outcome})
+        if not published:
+            await self._writer.final(job, held.token)
+        self._tell(job)
+        self._count(job)
 
-
-def _stopped(reason: StopReason, timeout_s: float) -> dict[str, Any]:
-    """The final fields of a job stopped for `reason`."""
-    if reason is StopReason.CANCELLED:
-        return dict(state=JobState.CANCELLED, stage="cancelled", error=CANCEL_REASON)
-    if reason is StopReason.TIMED_OUT:
-        return dict(state=JobState.FAILED, stage="timed_out", error=timeout_reason(timeout_s))
-    return dict(state=JobState.FAILED, stage="interrupted", error=SHUTDOWN_REASON)
-
-
-def _client_message(error: Exception) -> str | None:
-    """A message the tenant may see for errors about their own data; None for internal errors."""
-    if isinstance(error, InvalidTrainingData | InvalidParams | TransferdError):
-        return str(error)
-    return None
+    async def _requeue(self, held: Held) -> None:
+        """Shutdown stopped the job: back to the queue, to run again from the start."""
+        try:
+            requeued = await self._queue.release(held.job_id, held.token)
+        except Exception as error:  # its lease expires (or a restart re-queues it) instead
+            self._writer.failed(f"job {held.job_id}: handing it back to the queue", error)
+            return
+        if requeued is not None:
+            held.snapshot = requeued
+            self._tell(requeued)
+            log.info("job %s: stopped by shutdown; back in the queue", held.job_id)

@@ -7,11 +7,13 @@ Progress over the whole job: embedding 0â€“50%, training (heads' own stages) 50â
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from heads import HeadCard, TrainedHead, train_head
 from service.backbones.embedder import Embedder
@@ -40,8 +42,11 @@ async def run_training(
     chunk_size: int,
     report: Report,
     control: JobControl,
+    commit_with: Callable[[TrainedHead, Session, int], None] | None = None,
 ) -> HeadCard:
-    """Runs the job; `report(stage, progress)` is called at each step.
+    """Runs the job; `report(stage, progress)` is called at each step; `commit_with(trained,
+    session, version)` runs in the publishing transaction (see `HeadRegistry.publish`) and may
+    raise to publish nothing.
 
     Raises:
         JobCancelled or heads.TrainingStopped: ``control`` was stopped (see its reason).
@@ -81,7 +86,10 @@ async def run_training(
     if not control.begin_publishing():
         raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
-    return await registry.publish(tenant, request.head, trained, card.name, card.fingerprint)
+    return await registry.publish(
+        tenant, request.head, trained, card.name, card.fingerprint,
+        commit_with=None if commit_with is None else functools.partial(commit_with, trained),
+    )  # fmt: skip
 
 
 async def run_to_the_end(thread: asyncio.Future[T]) -> T:

@@ -1,22 +1,53 @@
-"""Jobs in the metadata database."""
+"""A job's row: created under the job limits, read tenant-scoped, written by its lease holder only.
+
+Every write of the replica running a job is fenced: it carries the lease token of its claim
+(``WHERE lease_token = ? AND state = 'running'``), so once another replica has claimed the job
+again (or it ended elsewhere) the write matches no row and raises `LeaseLost`.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from heads import utc_now
+from heads import TrainedHead, utc_now
+from service.errors import ResourceExhausted
 from service.jobs.model import JobSnapshot, JobState
+from service.jobs.outcomes import CANCEL_REASON
 from service.store.database import Database, as_utc
 from service.store.schema import JobRow
 
 ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+#: PostgreSQL: the transaction-level advisory lock that makes job admission (count, then insert)
+#: one step across replicas. Any fixed number other than the migrations' lock.
+ADMISSION_LOCK_ID = 0x7472616E736A6F62  # "transjob"
 
 
-def _snapshot(row: JobRow) -> JobSnapshot:
+class LeaseLost(Exception):
+    """A fenced write matched no row: the job was claimed again by another replica (or ended
+    there), so this replica must stop it and write nothing more about it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id}: its lease was taken over; this replica's write refused")
+        self.job_id = job_id
+
+
+def snapshot(row: JobRow) -> JobSnapshot:
     return JobSnapshot(
         job_id=row.job_id, tenant=row.tenant, head=row.head, backbone=row.backbone,
         kind=row.kind, num_examples=row.num_examples, state=JobState(row.state),
@@ -26,7 +57,7 @@ def _snapshot(row: JobRow) -> JobSnapshot:
     )  # fmt: skip
 
 
-def _changing_columns(job: JobSnapshot) -> dict[str, object]:
+def changing_columns(job: JobSnapshot) -> dict[str, Any]:
     """The columns a job's progress changes (the rest are fixed when it is created)."""
     return {
         "state": job.state.value, "stage": job.stage, "progress": job.progress,
@@ -35,12 +66,52 @@ def _changing_columns(job: JobSnapshot) -> dict[str, object]:
     }  # fmt: skip
 
 
+def fenced(job_id: str, token: int) -> ColumnElement[bool]:
+    """The job, still running under the lease of `token`."""
+    return and_(
+        JobRow.job_id == job_id,
+        JobRow.lease_token == token,
+        JobRow.state == JobState.RUNNING.value,
+    )
+
+
+def rowcount(session: Session, statement: Executable) -> int:
+    """Rows an UPDATE matched (it runs on a cursor; Session.execute is typed as a plain Result)."""
+    return int(cast("CursorResult[Any]", session.execute(statement)).rowcount or 0)
+
+
 class JobStore:
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self.db = db
 
-    async def insert(self, job: JobSnapshot) -> None:
-        def add(session: Session) -> None:
+    async def admit(
+        self, job: JobSnapshot, payload: bytes, max_per_tenant: int, max_total: int
+    ) -> int:
+        """Inserts a queued job if the tenant and the database are under their limits of jobs
+        queued or running; counting and inserting are one step across replicas.
+
+        Returns:
+            The jobs queued or running, this one included.
+
+        Raises:
+            ResourceExhausted: over a limit (nothing is inserted).
+        """
+
+        def insert(session: Session) -> int:
+            if self.db.is_postgres:  # SQLite: its single database thread serialises already
+                session.execute(select(func.pg_advisory_xact_lock(ADMISSION_LOCK_ID)))
+            total, mine = session.execute(
+                select(func.count(), func.sum(case((JobRow.tenant == job.tenant, 1), else_=0)))
+                .select_from(JobRow)
+                .where(JobRow.state.in_(ACTIVE))
+            ).one()
+            if int(mine or 0) >= max_per_tenant:
+                raise ResourceExhausted(
+                    f"this tenant already has {max_per_tenant} training jobs queued or running; "
+                    "wait for one to finish"
+                )
+            if int(total or 0) >= max_total:
+                raise ResourceExhausted("the server has too many training jobs; retry later")
             session.add(
                 JobRow(
                     job_id=job.job_id,
@@ -50,49 +121,105 @@ class JobStore:
                     kind=job.kind,
                     num_examples=job.num_examples,
                     created_at=job.created_at,
-                    **_changing_columns(job),
+                    payload=payload,
+                    **changing_columns(job),
                 )  # fmt: skip
             )
+            return int(total or 0) + 1
 
-        await self._db.run(add)
-
-    async def save(self, job: JobSnapshot) -> None:
-        """Writes the job's changing fields (callers await it: see `service.jobs.writer`)."""
-
-        def write(session: Session) -> None:
-            session.execute(
-                update(JobRow).where(JobRow.job_id == job.job_id).values(**_changing_columns(job))
-            )
-
-        await self._db.run(write)
+        return await self.db.run(insert)
 
     async def get(self, tenant: str, job_id: str) -> JobSnapshot | None:
         """The job if it belongs to `tenant` (another tenant's job is None, like a missing one)."""
 
         def query(session: Session) -> JobSnapshot | None:
             row = session.get(JobRow, job_id)
-            return _snapshot(row) if row is not None and row.tenant == tenant else None
+            return snapshot(row) if row is not None and row.tenant == tenant else None
 
-        return await self._db.run(query)
+        return await self.db.run(query)
 
-    def fail_interrupted(self, reason: str) -> int:
-        """At start-up: no job may stay QUEUED or RUNNING from a previous process."""
+    async def save(self, job: JobSnapshot, token: int) -> None:
+        """Writes the job's changing fields under the lease of `token` (callers await it: see
+        `service.jobs.writer`). A final state ends the lease.
 
-        def fail(session: Session) -> int:
-            # An UPDATE runs on a cursor, but Session.execute is typed to return a plain Result.
-            result = cast(
-                "CursorResult[Any]",
-                session.execute(
-                    update(JobRow)
-                    .where(JobRow.state.in_(ACTIVE))
-                    .values(
-                        state=JobState.FAILED.value,
-                        stage="interrupted",
-                        error=reason,
-                        updated_at=utc_now(),
-                    )
-                ),
+        Raises:
+            LeaseLost: the job is no longer this lease's.
+        """
+        values = changing_columns(job)
+        if job.state.terminal:
+            values["lease_expires_at"] = None
+
+        def write(session: Session) -> None:
+            statement = update(JobRow).where(fenced(job.job_id, token)).values(**values)
+            if rowcount(session, statement) == 0:
+                raise LeaseLost(job.job_id)
+
+        await self.db.run(write)
+
+    def succeed(self, job: JobSnapshot, token: int) -> Success:
+        """What publishing the job's head runs in its transaction (see `Success`)."""
+        return Success(job, token)
+
+    async def request_cancel(
+        self, tenant: str, job_id: str, now: datetime
+    ) -> tuple[JobSnapshot | None, bool]:
+        """Marks the job to be cancelled, for whichever replica runs it; a job nobody runs (queued,
+        or its lease expired) is CANCELLED at once.
+
+        Returns:
+            The job's row after (None when it is not the tenant's), and whether this call
+            cancelled it.
+        """
+
+        def mark(session: Session) -> tuple[JobSnapshot | None, bool]:
+            mine = and_(JobRow.job_id == job_id, JobRow.tenant == tenant)
+            session.execute(
+                update(JobRow).where(mine, JobRow.state.in_(ACTIVE)).values(cancel_requested=True)
             )
-            return int(result.rowcount or 0)
+            nobody_runs_it = or_(
+                JobRow.state == JobState.QUEUED.value,
+                and_(JobRow.state == JobState.RUNNING.value, JobRow.lease_expires_at < now),
+            )
+            ended = rowcount(
+                session,
+                update(JobRow)
+                .where(mine, nobody_runs_it)
+                .values(
+                    state=JobState.CANCELLED.value,
+                    stage="cancelled",
+                    error=CANCEL_REASON,
+                    updated_at=utc_now(),
+                    lease_expires_at=None,
+                ),  # fmt: skip
+            )
+            row = session.get(JobRow, job_id, populate_existing=True)
+            found = snapshot(row) if row is not None and row.tenant == tenant else None
+            return found, ended > 0
 
-        return self._db.call(fail)
+        return await self.db.run(mark)
+
+
+class Success:
+    """Run by `run_training` in the transaction that publishes the job's head: the job is stored
+    SUCCEEDED with the version published and the head's metrics, under the lease of `token`; a
+    stale token raises `LeaseLost`, so nothing is published. `stored` is then what was stored.
+    """
+
+    def __init__(self, job: JobSnapshot, token: int) -> None:
+        self._job = job
+        self._token = token
+        self.stored: JobSnapshot | None = None
+
+    def __call__(self, trained: TrainedHead, session: Session, version: int) -> None:
+        done = replace(
+            self._job, state=JobState.SUCCEEDED, stage="done", progress=1.0, error="",
+            version=version, metrics=dict(trained.summary.metrics), updated_at=utc_now(),
+        )  # fmt: skip
+        statement = (
+            update(JobRow)
+            .where(fenced(done.job_id, self._token))
+            .values(**changing_columns(done), lease_expires_at=None)
+        )
+        if rowcount(session, statement) == 0:
+            raise LeaseLost(done.job_id)
+        self.stored = done

@@ -9,18 +9,21 @@ write's exception is ever left unretrieved; every failed write is counted (`fail
 the `transferd_job_write_failures_total` metric) and logged (a job's repeated progress failures
 once). A write the caller does not await goes through
 `in_background`, which keeps its task and reports its failure the same way.
+
+Writes are fenced by the job's lease token: one refused because another replica claimed the job
+(`LeaseLost`) is not retried and not counted as a failure; `on_lost` is told, so the job stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from service import metrics
 from service.jobs.model import JobSnapshot
-from service.jobs.store import JobStore
+from service.jobs.store import JobStore, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class JobWriter:
         first_backoff_s: Wait after a final write's first failure; doubles up to `max_backoff_s`.
         max_backoff_s: Longest wait between retries of a final write.
         final_wait_s: How long `final` waits for its write before leaving it to the background.
+        on_lost: Told the id of a job whose write was refused because its lease was lost.
     """
 
     def __init__(
@@ -41,12 +45,15 @@ class JobWriter:
         first_backoff_s: float = 0.05,
         max_backoff_s: float = 5.0,
         final_wait_s: float = 3.0,
+        on_lost: Callable[[str], None] = lambda job_id: None,
     ) -> None:
         self._store = store
+        self._on_lost = on_lost
         self._first_backoff_s = first_backoff_s
         self._max_backoff_s = max_backoff_s
         self._final_wait_s = final_wait_s
-        self._waiting: dict[str, tuple[JobSnapshot, bool]] = {}  # job -> (latest, is final)
+        # job -> (latest, is final, lease token)
+        self._waiting: dict[str, tuple[JobSnapshot, bool, int]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._unstored: dict[str, JobSnapshot] = {}  # final states not stored yet
         self._stored: dict[str, asyncio.Event] = {}
@@ -55,17 +62,19 @@ class JobWriter:
         #: Writes that raised: every failed attempt, progress or final, and background writes.
         self.failed_writes = 0
 
-    def progress(self, job: JobSnapshot) -> None:
-        """Queues a best-effort write of a non-final snapshot (replacing one not yet written)."""
-        self._waiting[job.job_id] = (job, False)
+    def progress(self, job: JobSnapshot, token: int) -> None:
+        """Queues a best-effort write of a non-final snapshot (replacing one not yet written)
+        under the lease of `token`."""
+        self._waiting[job.job_id] = (job, False, token)
         self._ensure_writer(job.job_id)
 
-    async def final(self, job: JobSnapshot) -> bool:
-        """Writes a final snapshot; True if it was stored within the wait, else it keeps being
-        retried in the background (and `unstored` returns it until it lands)."""
+    async def final(self, job: JobSnapshot, token: int) -> bool:
+        """Writes a final snapshot under the lease of `token`; True if it was stored (or refused
+        for a lost lease) within the wait, else it keeps being retried in the background (and
+        `unstored` returns it until it lands)."""
         stored = self._stored.setdefault(job.job_id, asyncio.Event())
         self._unstored[job.job_id] = job
-        self._waiting[job.job_id] = (job, True)
+        self._waiting[job.job_id] = (job, True, token)
         self._ensure_writer(job.job_id)
         try:
             await asyncio.wait_for(stored.wait(), self._final_wait_s)
@@ -110,8 +119,8 @@ class JobWriter:
         return len(self._unstored)
 
     async def close(self, timeout: float) -> None:
-        """Gives pending writes up to ``timeout`` seconds, then abandons them (a restart fails
-        jobs left unfinished in the database)."""
+        """Gives pending writes up to ``timeout`` seconds, then abandons them (their lease
+        expires, or a restart re-queues them, and the job runs again)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._background:  # they queue writes of their own: first let them do so
@@ -136,9 +145,20 @@ class JobWriter:
         failures = 0  # of the final write
         try:
             while job_id in self._waiting:
-                job, final = self._waiting.pop(job_id)
+                job, final, token = self._waiting.pop(job_id)
                 try:
-                    await self._store.save(job)
+                    await self._store.save(job, token)
+                except LeaseLost:
+                    # Another replica runs the job now: nothing of ours may be written, ever.
+                    self._waiting.pop(job_id, None)
+                    if final:
+                        log.warning(
+                            "job %s: not storing its final state (%s): another replica claimed "
+                            "it since", job_id, job.state.value,
+                        )  # fmt: skip
+                        self._done(job_id)
+                    self._on_lost(job_id)
+                    continue
                 except Exception as error:
                     self._count_failure()
                     if not final:
@@ -147,7 +167,7 @@ class JobWriter:
                             log.warning("job %s: progress not stored (%s)", job_id, error)
                         continue
                     failures += 1
-                    self._waiting.setdefault(job_id, (job, True))  # nothing newer than final
+                    self._waiting.setdefault(job_id, (job, True, token))  # nothing newer
                     if failures == 1 or failures % 20 == 0:
                         log.warning(
                             "job %s: final state not stored (attempt %d: %s); retrying",
@@ -160,9 +180,13 @@ class JobWriter:
                     self._progress_lost.discard(job_id)
                     if failures:
                         log.info("job %s: final state stored after %d failures", job_id, failures)
-                    self._unstored.pop(job_id, None)
-                    event = self._stored.pop(job_id, None)
-                    if event is not None:
-                        event.set()
+                    self._done(job_id)
         finally:
             self._writers.pop(job_id, None)
+
+    def _done(self, job_id: str) -> None:
+        """The job's final write is over (stored, or refused for a lost lease)."""
+        self._unstored.pop(job_id, None)
+        event = self._stored.pop(job_id, None)
+        if event is not None:
+            event.set()

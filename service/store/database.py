@@ -65,6 +65,16 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # Transactions are SQLAlchemy's to begin (`_sqlite_begin`), not pysqlite's, which would
+    # start one only at the first write, after the reads it depends on.
+    connection.isolation_level = None
+
+
+def _sqlite_begin(connection) -> None:
+    # IMMEDIATE: a transaction holds the write lock from its first read, so a read-then-write
+    # (a count, then an insert under a limit) cannot interleave with another process's. In one
+    # process the database thread serialises transactions anyway: this costs nothing there.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 #: PostgreSQL: worker threads, and pooled connections, of one replica's database calls.
@@ -111,6 +121,7 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url)
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
             self.where = f"SQLite at {self.path}"
         try:
             migrate(self.engine)

@@ -63,6 +63,9 @@ class HeadCache:
             self.bytes -= entry[1]
             self._publish()
 
+    def keys(self) -> list[Key]:
+        return list(self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 

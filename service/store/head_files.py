@@ -92,8 +92,21 @@ class HeadFiles:
     def folder(self, tenant: str, name: str, version: int) -> Path:
         return self.root / tenant / name / str(version)
 
-    def write(self, tenant: str, name: str, version: int, onnx: bytes, card_json: str) -> None:
+    def write(
+        self,
+        tenant: str,
+        name: str,
+        version: int,
+        onnx: bytes,
+        card_json: str,
+        *,
+        replace: bool = False,
+    ) -> None:
         """Writes a version folder atomically.
+
+        Args:
+            replace: The folder is a cache of verified bytes (the database's copy of a published
+                version): a damaged folder there is replaced, not quarantined.
 
         Raises:
             ResourceExhausted: the disk is full (nothing is left behind).
@@ -107,6 +120,14 @@ class HeadFiles:
                 fsync_dir(staging)
                 final = self.folder(tenant, name, version)
                 final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists() and replace:
+                    # Out of the way first (one rename), then the new folder in (another).
+                    stale = self._staging / f"{uuid.uuid4().hex}.stale"
+                    os.rename(final, stale)
+                    os.rename(staging, final)
+                    fsync_dir(final.parent)
+                    shutil.rmtree(stale, ignore_errors=True)
+                    return
                 if final.exists():
                     # No row has this version (it is chosen past every row), so this is a folder
                     # the start-up sweep has not seen: keep it, as the sweep would.
@@ -128,6 +149,13 @@ class HeadFiles:
 
     def remove(self, tenant: str, name: str, version: int) -> None:
         shutil.rmtree(self.folder(tenant, name, version), ignore_errors=True)
+
+    def remove_path(self, path: Path) -> None:
+        """Removes a version-level entry (a folder or a stray file) of the live tree."""
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def versions(self) -> list[VersionFolder]:
         """Every entry at the version level of the live tree."""

@@ -10,6 +10,10 @@
   A version folder is complete by construction (one atomic rename), so one without a row may be
   all that is left of a published head; a folder whose card is unreadable is quarantined too,
   since deleting it would destroy what an investigation needs, and it only costs disk space.
+
+With PostgreSQL the data directory is only this replica's cache of head files (the database
+holds every artifact): there is nothing to refuse or quarantine. Staging leftovers and the
+cached folders of versions without a live row (deleted, on any replica) are removed.
 """
 
 from __future__ import annotations
@@ -84,12 +88,28 @@ class SweepReport:
     quarantine_total: int = 0
 
 
+def drop_stale_cache(db: Database, files: HeadFiles) -> SweepReport:
+    """PostgreSQL: removes staging leftovers and cached folders without a live row."""
+    rows = db.call(head_rows)
+    report = SweepReport(staging_removed=files.remove_staging())
+    for found in files.versions():
+        if found.key is None or rows.get(found.key) is not False:
+            files.remove_path(found.path)
+            report.deleted_removed.append(found.path)
+    if report.deleted_removed:
+        log.info("removed %d cached head folders of deleted versions", len(report.deleted_removed))
+    return report
+
+
 def recover_at_start_up(db: Database, files: HeadFiles) -> SweepReport:
     """Refuses a new database beside existing heads; otherwise sweeps (see the module doc).
+    PostgreSQL: only drops what the cache should not hold (`drop_stale_cache`).
 
     Raises:
         StoreNeedsRepair: the database has no head row while head folders have valid cards.
     """
+    if db.is_postgres:
+        return drop_stale_cache(db, files)
     rows = db.call(head_rows)
     if not rows:
         heads = count_valid_heads(files)

@@ -2,6 +2,15 @@
 
 Every method takes the tenant from the caller's key: a head of another tenant is simply not
 found, exactly like one that never existed.
+
+The database holds every version's artifacts (`head_blobs`, by SHA-256); the local files are a
+cache of them. A version whose local files are missing (published by another replica) or fail
+their checks is loaded from the database's copy, verified, and written back. Only when that copy
+is missing or damaged too (or the row predates it) is the version damaged (DATA_LOSS).
+
+Cards are cached (`card_cache`) and loaded heads too (`head_cache`), so that a Predict on a head
+used recently needs no database call; the change feed (`changes`) drops what other replicas made
+stale.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -30,8 +39,10 @@ from service.errors import (
     Unavailable,
     shown,
 )
+from service.store.card_cache import CardCache
+from service.store.changes import Change, ChangeFeed, ChangeKind
 from service.store.database import Database
-from service.store.head_cache import HeadCache
+from service.store.head_cache import HeadCache, Key
 from service.store.head_files import HeadFiles, onnx_damage
 from service.store.recovery import SweepReport, recover_at_start_up
 from service.store.schema import HeadBlobRow, HeadRow
@@ -106,6 +117,8 @@ class HeadRegistry:
         executor: Where ONNX sessions are built (CPU work).
         cache_bytes: Most estimated bytes of loaded heads kept in memory.
         quotas: Per-tenant limits on heads and versions.
+        changes: The change feed that announces this registry's changes and brings those of
+            other replicas (None: one of its own, for one process).
     """
 
     def __init__(
@@ -117,10 +130,14 @@ class HeadRegistry:
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         quotas: HeadQuotas | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._db = db
         self._files = files
         self._cache = HeadCache(cache_size, cache_bytes)
+        self._cards: CardCache[StoredHead] = CardCache()
+        self._changes = changes or ChangeFeed(db)
+        self._changes.subscribe(self)
         self._executor = executor
         self._quotas = quotas or HeadQuotas()
         self._publish_lock = asyncio.Lock()
@@ -219,11 +236,14 @@ class HeadRegistry:
                         )  # fmt: skip
                     )
                     session.flush()  # a version another replica took fails here, not later
+                    self._changes.announce(
+                        session, Change(ChangeKind.HEAD_PUBLISHED, tenant, name, (version,))
+                    )
                     if commit_with is not None:
                         commit_with(session, version)
 
                 try:
-                    await self._db.run(insert)
+                    await self._changes.run(insert)
                 except IntegrityError:
                     # Another replica published this version first: ours is not published.
                     await loop.run_in_executor(
@@ -258,8 +278,19 @@ class HeadRegistry:
         return list(latest.values())
 
     async def get(self, tenant: str, name: str, version: int = 0) -> StoredHead:
-        """The card of one version (0: the latest); NotFound for unknown or another tenant's."""
+        """The card of one version (0: the latest); NotFound for unknown or another tenant's.
+
+        From the card cache when it is there (kept current by the change feed), so that a blip
+        of the database does not stop Predict on heads used recently.
+        """
         check_head_name(name)
+        # SQLite: a database file removed under the server stops every call, cached or not.
+        self._db.check_intact()
+        key = (tenant, name, version)
+        cached = self._cards.get(key)
+        if cached is not None:
+            return cached
+        generation = self._cards.generation
 
         def query(session: Session) -> tuple[str, str | None] | None:
             select_ = _live(tenant, name)
@@ -271,27 +302,58 @@ class HeadRegistry:
         found = await self._db.run(query)
         if found is None:
             raise _not_found(name, version)
-        return StoredHead.of(*found)
+        stored = StoredHead.of(*found)
+        self._cards.put(key, stored, generation)
+        return stored
 
     async def delete(self, tenant: str, name: str, version: int = 0) -> None:
         """Deletes one version, or all versions when `version` is 0."""
         check_head_name(name)
 
-        def tombstone(session: Session) -> list[int]:
+        def tombstone(session: Session) -> tuple[int, ...]:
             select_ = _live(tenant, name)
             if version:
                 select_ = select_.where(HeadRow.version == version)
             rows = list(session.scalars(select_))
             for row in rows:
                 row.deleted_at = utc_now()
-            return [row.version for row in rows]
+            versions = tuple(row.version for row in rows)
+            if versions:
+                # Every replica drops the versions from its caches and files (this one at once).
+                self._changes.announce(
+                    session, Change(ChangeKind.HEAD_DELETED, tenant, name, versions)
+                )
+            return versions
 
-        deleted = await self._db.run(tombstone)
-        if not deleted:
+        if not await self._changes.run(tombstone):
             raise _not_found(name, version)
-        for number in deleted:
-            self._cache.pop((tenant, name, number))
-            self._files.remove(tenant, name, number)
+
+    def apply(self, change: Change) -> None:
+        """Drops what a published or deleted version made stale (see `ChangeFeed`)."""
+        if change.kind is ChangeKind.HEAD_PUBLISHED:
+            self._cards.drop(change.tenant, change.name)
+        elif change.kind is ChangeKind.HEAD_DELETED:
+            self._cards.drop(change.tenant, change.name, change.versions)
+            for number in change.versions:
+                self._cache.pop((change.tenant, change.name, number))
+                self._files.remove(change.tenant, change.name, number)
+
+    async def reread(self) -> None:
+        """Drops cached cards and heads whose versions were deleted or superseded, or whose damage
+        mark changed, meanwhile (changes whose notice this replica missed)."""
+        cards = self._cards.items()
+        loaded = self._cache.keys()
+        names = sorted({(t, n) for (t, n, _), _ in cards} | {(t, n) for t, n, _ in loaded})
+        if not names:
+            return
+        live = await self._db.run(lambda session: _live_versions(session, names))
+        stale = [key for key, card in cards if not _still_current(key, card, live)]
+        if stale:
+            self._cards.drop_keys(stale)
+        for tenant, name, number in loaded:
+            if number not in live.get((tenant, name), {}):
+                self._cache.pop((tenant, name, number))
+                self._files.remove(tenant, name, number)
 
     async def load(self, tenant: str, name: str, version: int = 0) -> LoadedHead:
         """The loaded head (from the LRU when it is there).
@@ -325,13 +387,9 @@ class HeadRegistry:
                 self._executor, self._read, stored
             )
         except FileNotFoundError:
-            # DeleteHead writes the tombstone before it removes the files, so files gone while
-            # the row is live are lost data; with the row gone, the head was deleted meanwhile.
-            if not await self._is_live(*key):
-                raise _not_found(name, asked_version) from None
-            raise await self._damaged(stored, "its files are missing") from None
+            loaded = await self._from_database(stored, asked_version, "its files are missing")
         except _Damaged as damaged:
-            raise await self._damaged(stored, damaged.reason) from None
+            loaded = await self._from_database(stored, asked_version, damaged.reason)
         if stored.damage is not None:
             log.info("head %s/%s v%d serves again", stored.tenant, name, stored.version)
             await self._mark(stored, None)
@@ -339,29 +397,61 @@ class HeadRegistry:
         return loaded
 
     def _read(self, stored: StoredHead) -> LoadedHead:
-        onnx, card_bytes = self._files.read(stored.tenant, stored.name, stored.version)
-        try:
-            on_disk = HeadCard.from_json(card_bytes)
-        except HeadFormatError:
-            raise _Damaged("its card file is unreadable") from None
-        if on_disk.to_dict() != stored.to_dict():
-            raise _Damaged("its card file differs from the registry's")
-        damage = onnx_damage(onnx, on_disk)
-        if damage is not None:
-            raise _Damaged(damage)
-        try:
-            return LoadedHead.from_bytes(on_disk, onnx)
-        except HeadFormatError:
-            raise _Damaged("its ONNX file does not load") from None
+        return _checked(stored, *self._files.read(stored.tenant, stored.name, stored.version))
 
-    async def _is_live(self, tenant: str, name: str, version: int) -> bool:
-        def query(session: Session) -> bool:
-            return (
-                session.scalars(_live(tenant, name).where(HeadRow.version == version)).first()
-                is not None
+    async def _from_database(
+        self, stored: StoredHead, asked_version: int, reason: str
+    ) -> LoadedHead:
+        """The version loaded from the database's copy of its artifacts, written back to the
+        local files, which were missing or failed a check (`reason`).
+
+        Raises:
+            NotFound: the version was deleted since `get` (DeleteHead writes the tombstone
+                before it removes the files).
+            DataLoss: the database has no good copy either (the version is marked damaged).
+        """
+        key = (stored.tenant, stored.name, stored.version)
+        copy = await self._db.run(lambda session: _artifacts(session, *key))
+        if copy is None:
+            raise _not_found(stored.name, asked_version)
+        if copy.legacy:  # published before artifacts were stored: the files were the only copy
+            raise await self._damaged(stored, reason)
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._heal, stored, copy
             )
+        except _Damaged as damaged:
+            raise await self._damaged(
+                stored, f"{reason}, and its copy in the database {damaged.reason}"
+            ) from None
+        log.log(
+            logging.INFO if reason == "its files are missing" else logging.WARNING,
+            "head %s/%s v%d: %s; loaded from the database's copy",
+            stored.tenant, stored.name, stored.version, reason,
+        )  # fmt: skip
+        return loaded
 
-        return await self._db.run(query)
+    def _heal(self, stored: StoredHead, copy: _Artifacts) -> LoadedHead:
+        """Verifies the database's copy, loads it, and writes it to the local files."""
+        if copy.onnx is None or copy.card is None:
+            raise _Damaged("is missing")
+        if (
+            hashlib.sha256(copy.onnx).hexdigest() != copy.onnx_sha256
+            or hashlib.sha256(copy.card).hexdigest() != copy.card_sha256
+        ):
+            raise _Damaged("fails its SHA-256")
+        try:
+            loaded = _checked(stored, copy.onnx, copy.card)
+        except _Damaged as damaged:
+            raise _Damaged(f"is damaged too ({damaged.reason})") from None
+        try:
+            self._files.write(
+                stored.tenant, stored.name, stored.version, copy.onnx, copy.card.decode(),
+                replace=True,
+            )  # fmt: skip
+        except (TransferdError, OSError) as error:  # the files are a cache: serve without them
+            log.warning("could not cache head %s's files: %s", stored.name, error)
+        return loaded
 
     async def _damaged(self, stored: StoredHead, reason: str) -> DataLoss:
         """Marks the version damaged (kept across restarts) and returns the client's error."""
@@ -390,6 +480,92 @@ class HeadRegistry:
             await self._db.run(write)
         except TransferdError as error:  # the mark is a courtesy; the answer must not wait for it
             log.warning("could not store the health of head %s: %s", stored.name, error)
+        # Cached cards carry the mark: read it again. (Other replicas see it at their re-read.)
+        self._cards.drop(stored.tenant, stored.name, (stored.version,))
+
+
+def _checked(stored: StoredHead, onnx: bytes, card_bytes: bytes) -> LoadedHead:
+    """The head of `stored` from these bytes, once they pass every check.
+
+    Raises:
+        _Damaged: a check fails (why, in words safe to show the tenant).
+    """
+    try:
+        on_disk = HeadCard.from_json(card_bytes)
+    except HeadFormatError:
+        raise _Damaged("its card file is unreadable") from None
+    if on_disk.to_dict() != stored.to_dict():
+        raise _Damaged("its card file differs from the registry's")
+    damage = onnx_damage(onnx, on_disk)
+    if damage is not None:
+        raise _Damaged(damage)
+    try:
+        return LoadedHead.from_bytes(on_disk, onnx)
+    except HeadFormatError:
+        raise _Damaged("its ONNX file does not load") from None
+
+
+@dataclass(frozen=True)
+class _Artifacts:
+    """A live version's artifacts as the database holds them (None: the blob is missing)."""
+
+    onnx_sha256: str | None
+    card_sha256: str | None
+    onnx: bytes | None
+    card: bytes | None
+
+    @property
+    def legacy(self) -> bool:
+        """Published before artifacts were stored in the database."""
+        return self.onnx_sha256 is None or self.card_sha256 is None
+
+
+def _artifacts(session: Session, tenant: str, name: str, version: int) -> _Artifacts | None:
+    """The live version's artifacts; None when the version is not live (deleted, or never)."""
+    row = session.scalars(_live(tenant, name).where(HeadRow.version == version)).first()
+    if row is None:
+        return None
+    if row.onnx_sha256 is None or row.card_sha256 is None:
+        return _Artifacts(row.onnx_sha256, row.card_sha256, None, None)
+    blobs: dict[str, bytes] = {
+        sha256: data
+        for sha256, data in session.execute(
+            select(HeadBlobRow.sha256, HeadBlobRow.data).where(
+                HeadBlobRow.sha256.in_([row.onnx_sha256, row.card_sha256])
+            )
+        )
+    }
+    return _Artifacts(
+        row.onnx_sha256, row.card_sha256, blobs.get(row.onnx_sha256), blobs.get(row.card_sha256)
+    )
+
+
+#: Names per query of the re-read (bound parameters stay well under SQLite's limit).
+_NAMES_PER_QUERY = 500
+
+
+def _live_versions(
+    session: Session, names: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[int, str | None]]:
+    """For each (tenant, name): its live versions and their damage marks."""
+    live: dict[tuple[str, str], dict[int, str | None]] = {}
+    for start in range(0, len(names), _NAMES_PER_QUERY):
+        chunk = names[start : start + _NAMES_PER_QUERY]
+        query = select(HeadRow.tenant, HeadRow.name, HeadRow.version, HeadRow.damage).where(
+            HeadRow.deleted_at.is_(None), tuple_(HeadRow.tenant, HeadRow.name).in_(chunk)
+        )
+        for tenant, name, version, damage in session.execute(query):
+            live.setdefault((tenant, name), {})[version] = damage
+    return live
+
+
+def _still_current(
+    key: Key, card: StoredHead, live: dict[tuple[str, str], dict[int, str | None]]
+) -> bool:
+    """Whether a cached card (version 0: the latest) is what the database says now."""
+    versions = live.get(key[:2], {})
+    number = key[2] or (max(versions) if versions else 0)
+    return number == card.version and number in versions and versions[number] == card.damage
 
 
 def _next_version(session: Session, tenant: str, name: str) -> tuple[int, int, int]:

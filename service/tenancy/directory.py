@@ -1,12 +1,16 @@
 """The tenant directory: tenants and API keys in the database, keys cached in memory for auth.
 
-Every authenticated RPC consults the key cache, not the database: authentication costs no I/O.
-The cache is the database's mirror in this process (the only writer, see deploy/README.md).
+Every authenticated RPC consults the key cache, not the database: authentication costs no I/O,
+and keeps working while the database is unreachable. The cache holds each active key's id,
+tenant and SHA-256 (never a secret). A key missing from it (created on another replica) is looked
+up in the database once and added. A revocation reaches every replica through the change feed;
+the feed's periodic re-read reloads the active keys, which covers a lost notice.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -14,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from heads import utc_now
 from service.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, shown
+from service.store.changes import Change, ChangeFeed, ChangeKind
 from service.store.database import Database
 from service.store.schema import ApiKeyRow, TenantRow
 from service.tenancy import keys
@@ -21,6 +26,8 @@ from service.tenancy.principal import Principal
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 ADMIN_KEY_ID = "admin"
+#: Revocations remembered so that a database read begun before one cannot bring the key back.
+RECENT_REVOCATIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -46,23 +53,40 @@ def check_tenant_name(name: str, field: str = "tenant") -> None:
 
 
 class TenantDirectory:
-    """Creates tenants and keys, revokes keys, and authenticates bearer secrets."""
+    """Creates tenants and keys, revokes keys, and authenticates bearer secrets.
 
-    def __init__(self, db: Database, admin_secret: str | None) -> None:
+    Args:
+        db: The database of tenants and keys.
+        admin_secret: The admin key's secret (None: no admin key).
+        changes: The change feed that announces revocations and brings those of other
+            replicas (None: one of its own, for one process).
+    """
+
+    def __init__(
+        self, db: Database, admin_secret: str | None, changes: ChangeFeed | None = None
+    ) -> None:
         self._db = db
         self._admin_secret = admin_secret
         self._keys: dict[str, _CachedKey] = db.call(_load_active_keys)
+        # (sequence, key_id) of the latest revocations seen here; `_sequence` counts them all.
+        self._revocations: deque[tuple[int, str]] = deque(maxlen=RECENT_REVOCATIONS)
+        self._sequence = 0
+        self._changes = changes or ChangeFeed(db)
+        self._changes.subscribe(self)
 
-    def authenticate(self, secret: str) -> Principal:
+    async def authenticate(self, secret: str) -> Principal:
         """The principal a bearer secret stands for.
 
         Raises:
             Unauthenticated: unknown, forged or revoked (one message for all: no oracle).
+            Unavailable: the key is not cached and the database cannot be reached.
         """
         if keys.matches_admin(secret, self._admin_secret):
             return Principal(tenant=None, key_id=ADMIN_KEY_ID)
         key_id = keys.key_id_of(secret)
         cached = self._keys.get(key_id) if key_id else None
+        if cached is None and key_id is not None:
+            cached = await self._look_up(key_id)
         # Hash even when the key id is unknown, so timing does not tell which ids exist.
         stored = cached.secret_sha256 if cached else keys.hash_secret("")
         if keys.matches(secret, stored) and cached is not None and key_id is not None:
@@ -111,9 +135,50 @@ class TenantDirectory:
             row.revoked_at = utc_now()
             return True
 
-        if not await self._db.run(revoke):
+        def revoke_and_announce(session: Session) -> bool:
+            revoked = revoke(session)
+            if revoked:  # every replica forgets the key (this one before answering)
+                self._changes.announce(session, Change(ChangeKind.KEY_REVOKED, key_id=key_id))
+            return revoked
+
+        if not await self._changes.run(revoke_and_announce):
             raise NotFound(f"no active API key {shown(key_id)}")
-        self._keys.pop(key_id, None)
+
+    def apply(self, change: Change) -> None:
+        """Forgets a revoked key (see `ChangeFeed`)."""
+        if change.kind is ChangeKind.KEY_REVOKED:
+            self._sequence += 1
+            self._revocations.append((self._sequence, change.key_id))
+            self._keys.pop(change.key_id, None)
+
+    async def reread(self) -> None:
+        """Reloads the active keys: drops those revoked meanwhile, adds those created."""
+        since = self._sequence
+        active = await self._db.run(_load_active_keys)
+        for key_id in self._revoked_since(since):
+            active.pop(key_id, None)
+        self._keys = active
+
+    async def _look_up(self, key_id: str) -> _CachedKey | None:
+        """A key this replica has not seen (created on another), from the database; cached."""
+        since = self._sequence
+
+        def query(session: Session) -> _CachedKey | None:
+            row = session.get(ApiKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return None
+            return _CachedKey(row.tenant, row.secret_sha256)
+
+        found = await self._db.run(query)
+        if found is None or key_id in self._revoked_since(since):
+            return None
+        self._keys[key_id] = found
+        return found
+
+    def _revoked_since(self, sequence: int) -> set[str]:
+        """Keys revoked after the `sequence`th revocation (reads begun then must not keep them).
+        Of the latest `RECENT_REVOCATIONS` only: far more than one read ever overlaps."""
+        return {key_id for number, key_id in self._revocations if number > sequence}
 
 
 def _load_active_keys(session: Session) -> dict[str, _CachedKey]:

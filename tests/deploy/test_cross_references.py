@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 import yaml
 
 from service.api.readiness import LIVENESS_SERVICE
@@ -13,6 +14,9 @@ from tests.conftest import ROOT
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATION, Resource, find, one
 
 NAMESPACE = "transferd"
+API, TRAINING = "transferd-gateway", "transferd-gateway-training"
+GATEWAYS = (API, TRAINING)
+DATABASE_SECRET = "transferd-database"
 
 
 def pod_spec(deployment: Resource) -> dict[str, Any]:
@@ -82,15 +86,98 @@ def test_probes_use_declared_ports(resources: list[Resource]) -> None:
                 assert port in ports or port in ports.values(), f"{deployment.name} {probe} {port}"
 
 
-def test_hpa_and_pdb_point_at_the_gateway(resources: list[Resource]) -> None:
-    gateway = one(resources, "Deployment", "transferd-gateway")
-    for hpa in find(resources, "HorizontalPodAutoscaler"):
-        ref = hpa.doc["spec"]["scaleTargetRef"]
-        assert (ref["kind"], ref["name"]) == ("Deployment", gateway.name)
-        # One writer of the SQLite store until a shared store exists (deploy/README.md).
-        assert hpa.doc["spec"]["maxReplicas"] == 1
-    (pdb,) = find(resources, "PodDisruptionBudget")
-    assert selects(pdb.doc["spec"]["selector"]["matchLabels"], pod_labels(gateway))
+def literal_env(deployment: Resource) -> dict[str, str]:
+    """The literal `env` values of the deployment's one container (not those from Secrets)."""
+    (container,) = pod_spec(deployment)["containers"]
+    return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def test_the_api_replicas_scale_out_under_an_hpa_and_a_pdb_allowing_one_down(
+    resources: list[Resource],
+) -> None:
+    api = one(resources, "Deployment", API)
+    (hpa,) = find(resources, "HorizontalPodAutoscaler")
+    ref = hpa.doc["spec"]["scaleTargetRef"]
+    assert (ref["kind"], ref["name"]) == ("Deployment", api.name)
+    # Several replicas on the shared PostgreSQL store: never fewer than two, room to grow.
+    assert hpa.doc["spec"]["minReplicas"] >= 2
+    assert hpa.doc["spec"]["maxReplicas"] > hpa.doc["spec"]["minReplicas"]
+    assert api.doc["spec"]["replicas"] == hpa.doc["spec"]["minReplicas"]
+
+
+def test_each_gateway_deployment_has_a_pdb_allowing_one_down(resources: list[Resource]) -> None:
+    pdbs = find(resources, "PodDisruptionBudget")
+    for name in GATEWAYS:
+        deployment = one(resources, "Deployment", name)
+        (pdb,) = [
+            p
+            for p in pdbs
+            if selects(p.doc["spec"]["selector"]["matchLabels"], pod_labels(deployment))
+        ]
+        assert pdb.doc["spec"]["maxUnavailable"] == 1, pdb.name
+        assert "minAvailable" not in pdb.doc["spec"], pdb.name
+
+
+def test_gateways_roll_with_several_replicas_and_never_lose_one(resources: list[Resource]) -> None:
+    for name in GATEWAYS:
+        spec = one(resources, "Deployment", name).doc["spec"]
+        assert spec["replicas"] > 1, name
+        # A new pod is ready before an old one goes: RollingUpdate, maxUnavailable 0, surge 1.
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }, name
+
+
+def test_every_gateway_reads_the_database_url_from_a_secret(resources: list[Resource]) -> None:
+    configmap = one(resources, "ConfigMap", "transferd-config").doc["data"]
+    assert "TRANSFERD_DATABASE_URL" not in configmap  # it holds a password
+    for name in GATEWAYS:
+        (container,) = pod_spec(one(resources, "Deployment", name))["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["TRANSFERD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == DATABASE_SECRET and not ref.get("optional", False), name
+    # The Secret's shape is a PostgreSQL URL: an empty one would mean a SQLite file per pod.
+    secret = one(resources, "Secret", DATABASE_SECRET).doc["stringData"]["url"]
+    assert Settings(database_url=secret).database_url is not None
+    assert secret.startswith("postgresql+psycopg://")
+
+
+def test_api_and_training_replicas_run_one_image_and_only_the_api_is_behind_the_service(
+    resources: list[Resource],
+) -> None:
+    api, training = (one(resources, "Deployment", name) for name in GATEWAYS)
+    assert literal_env(api)["TRANSFERD_TRAINING_WORKERS"] == "0"
+    assert int(literal_env(training)["TRANSFERD_TRAINING_WORKERS"]) > 0
+    images = [{c["image"] for c in containers(d)} for d in (api, training)]
+    assert images[0] == images[1]
+    assert [c["args"] for c in pod_spec(api)["containers"]] == [
+        c["args"] for c in pod_spec(training)["containers"]
+    ]
+    # Clients reach the API replicas only: fitting would slow their calls (deploy/README.md).
+    service = one(resources, "Service", API).doc["spec"]["selector"]
+    assert selects(service, pod_labels(api)) and not selects(service, pod_labels(training))
+
+
+def test_the_gateways_keep_no_state_on_a_volume(resources: list[Resource]) -> None:
+    """Everything is in PostgreSQL: no PersistentVolumeClaim, /data is a per-pod cache."""
+    assert not find(resources, "PersistentVolumeClaim")
+    for name in GATEWAYS:
+        volumes = {v["name"]: v for v in pod_spec(one(resources, "Deployment", name))["volumes"]}
+        assert "emptyDir" in volumes["data"], name
+
+
+def test_the_gateway_settings_are_real_and_valid(resources: list[Resource]) -> None:
+    """Every TRANSFERD_* a gateway sets, from the ConfigMap or its own env, is a setting the
+    service knows, and together they pass the service's own validation."""
+    configmap = one(resources, "ConfigMap", "transferd-config").doc["data"]
+    for name in GATEWAYS:
+        (container,) = pod_spec(one(resources, "Deployment", name))["containers"]
+        for env in container["env"]:
+            field = env["name"].removeprefix("TRANSFERD_").lower()
+            assert env["name"].startswith("TRANSFERD_") and field in Settings.model_fields
+        values = {**configmap, **literal_env(one(resources, "Deployment", name))}
+        Settings(**{k.removeprefix("TRANSFERD_").lower(): v for k, v in values.items()})
 
 
 def test_referenced_configmaps_secrets_and_volumes_are_defined(resources: list[Resource]) -> None:
@@ -133,10 +220,11 @@ def test_the_configmap_holds_only_real_settings_and_points_at_triton(
     ).items()
 
 
+@pytest.mark.parametrize("name", GATEWAYS)
 def test_the_gateway_is_non_root_read_only_with_grpc_probes_and_the_admin_key(
-    resources: list[Resource],
+    resources: list[Resource], name: str
 ) -> None:
-    gateway = one(resources, "Deployment", "transferd-gateway")
+    gateway = one(resources, "Deployment", name)
     spec = pod_spec(gateway)
     assert spec["securityContext"]["runAsNonRoot"] is True
     (container,) = spec["containers"]
@@ -147,16 +235,19 @@ def test_the_gateway_is_non_root_read_only_with_grpc_probes_and_the_admin_key(
     assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": LIVENESS_SERVICE}
     env = {e["name"]: e for e in container["env"]}
     assert env["TRANSFERD_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "transferd-admin"
-    # Writable paths are volumes: the store, temporary files; the models are mounted read-only.
+    # Writable paths are volumes: the head cache, temporary files; the models are read-only.
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert set(mounts) == {"/models", "/data", "/tmp"} and mounts["/models"]["readOnly"]
 
 
-def test_the_dockerfile_user_is_the_one_the_pods_run_as(resources: list[Resource]) -> None:
+@pytest.mark.parametrize("name", GATEWAYS)
+def test_the_dockerfile_user_is_the_one_the_pods_run_as(
+    resources: list[Resource], name: str
+) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     gateway_stage = dockerfile[dockerfile.index("AS gateway") :]
     (user,) = re.findall(r"^USER (\d+):(\d+)$", gateway_stage, re.MULTILINE)
-    context = pod_spec(one(resources, "Deployment", "transferd-gateway"))["securityContext"]
+    context = pod_spec(one(resources, "Deployment", name))["securityContext"]
     assert (str(context["runAsUser"]), str(context["runAsGroup"])) == user
 
 
@@ -177,11 +268,11 @@ def test_prometheus_scrapes_each_pod_on_its_metrics_port(resources: list[Resourc
         assert int(annotations["prometheus.io/port"]) == container_ports(deployment)["metrics"]
 
 
-def test_both_workloads_load_the_same_models_image(resources: list[Resource]) -> None:
+def test_every_workload_loads_the_same_models_image(resources: list[Resource]) -> None:
     images = {
         deployment.name: {c["image"] for c in pod_spec(deployment)["initContainers"]}
         for deployment in find(resources, "Deployment")
     }
-    assert images == {"transferd-gateway": {"transferd-models"}, "triton": {"transferd-models"}}
+    assert images == {name: {"transferd-models"} for name in (*GATEWAYS, "triton")}
     kustomization = yaml.safe_load((DEPLOY / KUSTOMIZATION).read_text())
     assert {"transferd", "transferd-models"} <= {i["name"] for i in kustomization["images"]}

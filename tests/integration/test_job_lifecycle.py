@@ -1,4 +1,4 @@
-"""Jobs across a crash: kill -9 the server during training, restart it on the same data."""
+"""Jobs across a crash and a shutdown: the job's stored request runs again after the restart."""
 
 from __future__ import annotations
 
@@ -71,9 +71,13 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
     server.start()  # same ports, same data folder, same admin key
     with authed_channel(server.address, key) as channel:  # the key survived the crash
         stub = heads_pb2_grpc.HeadServiceStub(channel)
-        interrupted = stub.GetJob(heads_pb2.GetJobRequest(job_id=long_job.job_id))
-        assert interrupted.state == heads_pb2.JOB_STATE_FAILED
-        assert "restarted" in interrupted.error and interrupted.version == 0
+        # The interrupted job runs again from its stored request (it would take minutes).
+        rerun = until_fitting(
+            stub.WatchJob(heads_pb2.WatchJobRequest(job_id=long_job.job_id), timeout=120)
+        )
+        assert rerun.version == 0 and rerun.error == ""
+        cancelled_rerun = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=long_job.job_id))
+        assert cancelled_rerun.state == heads_pb2.JOB_STATE_CANCELLED, cancelled_rerun
         assert (
             stub.GetJob(heads_pb2.GetJobRequest(job_id=queued.job_id)).state
             == heads_pb2.JOB_STATE_CANCELLED
@@ -89,7 +93,11 @@ def test_crash_during_training_leaves_no_stuck_job_and_intact_heads(
     assert server.stop() == 0
 
 
-def test_shutdown_fails_running_jobs_with_a_reason(tmp_path: Path, model_repo: Path) -> None:
+def test_shutdown_hands_running_jobs_back_and_the_restart_runs_them(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    """SIGTERM stops the job being fitted and puts it back in the queue (its WatchJob stream
+    shows that, then ends UNAVAILABLE: watch again); after the restart it runs again."""
     server: ServerProcess = start_server(tmp_path, model_repo, TRANSFERD_DRAIN_DELAY_S="0")
     key = server.create_tenant_key("acme")
     with authed_channel(server.address, key) as channel:
@@ -98,5 +106,19 @@ def test_shutdown_fails_running_jobs_with_a_reason(tmp_path: Path, model_repo: P
         watch = stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), timeout=120)
         until_fitting(watch)  # running, with minutes of work left
         assert server.stop() == 0
-        updates = list(watch)  # the stream ends with the final state, not with an error
-    assert updates[-1].state == heads_pb2.JOB_STATE_FAILED and "shut down" in updates[-1].error
+        updates = []
+        with pytest.raises(grpc.RpcError) as ended:
+            for update in watch:
+                updates.append(update)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "watch it again" in (ended.value.details() or "")
+    last = updates[-1]
+    assert (last.state, last.stage, last.error) == (heads_pb2.JOB_STATE_QUEUED, "requeued", "")
+
+    server.start()
+    with authed_channel(server.address, key) as channel:
+        stub = heads_pb2_grpc.HeadServiceStub(channel)
+        until_fitting(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), timeout=120))
+        cancelled = stub.CancelJob(heads_pb2.CancelJobRequest(job_id=job.job_id))
+        assert cancelled.state == heads_pb2.JOB_STATE_CANCELLED, cancelled
+    assert server.stop() == 0

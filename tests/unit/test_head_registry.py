@@ -1,4 +1,5 @@
-"""The head registry on a real SQLite database and real files: versions, isolation, crash safety."""
+"""The head registry on a real database of each kind and real files: versions, isolation, crash
+safety, artifacts healed from the database."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from service.errors import DataLoss, NotFound
 from service.store.database import Database
 from service.store.head_files import HeadFiles
 from service.store.registry import HeadRegistry
+from tests.support.heads_db import damage_database_copy
+from tests.support.postgres import database_url
+
+__all__ = ["database_url"]  # the fixture, used by name
 
 FINGERPRINT = "f" * 64
 
@@ -25,14 +30,16 @@ def trained() -> TrainedHead:
     return train_head("logistic_regression", x, ["a"] * 20 + ["b"] * 20)
 
 
-def _registry(data_dir: Path) -> tuple[HeadRegistry, HeadFiles, Database]:
-    db = Database(data_dir)
+def _registry(data_dir: Path, url: str | None = None) -> tuple[HeadRegistry, HeadFiles, Database]:
+    db = Database(data_dir, url)
     files = HeadFiles(data_dir)
     return HeadRegistry(db, files, cache_size=2, executor=ThreadPoolExecutor(2)), files, db
 
 
-def test_versions_latest_and_tenant_isolation(tmp_path: Path, trained: TrainedHead) -> None:
-    registry, _, db = _registry(tmp_path)
+def test_versions_latest_and_tenant_isolation(
+    tmp_path: Path, trained: TrainedHead, database_url: str
+) -> None:
+    registry, _, db = _registry(tmp_path, database_url)
 
     async def scenario() -> None:
         one = await registry.publish("acme", "h", trained, "bb", FINGERPRINT)
@@ -85,15 +92,25 @@ def test_a_crash_between_files_and_row_leaves_nothing_visible(
     db.close()
 
 
-def test_tampered_artifact_is_refused(tmp_path: Path, trained: TrainedHead) -> None:
-    registry, files, db = _registry(tmp_path)
+def test_a_tampered_file_is_healed_from_the_database_and_refused_when_both_are(
+    tmp_path: Path, trained: TrainedHead, database_url: str
+) -> None:
+    """The local file is a cache: a damaged one is replaced by the database's verified copy.
+    Only with that copy damaged too is the version DATA_LOSS."""
+    registry, files, db = _registry(tmp_path, database_url)
 
     async def scenario() -> None:
         await registry.publish("acme", "h", trained, "bb", FINGERPRINT)
         onnx = files.folder("acme", "h", 1) / "head.onnx"
-        onnx.write_bytes(onnx.read_bytes() + b"\0")
-        with pytest.raises(DataLoss, match="fails the card's checksum"):
-            await registry.load("acme", "h")
+        good = onnx.read_bytes()
+        onnx.write_bytes(good + b"\0")
+        assert (await registry.load("acme", "h")).card.version == 1
+        assert onnx.read_bytes() == good  # the cache file was written back
+        onnx.write_bytes(good + b"\0")
+        damage_database_copy(db, "acme", "h", 1)
+        cold = HeadRegistry(db, files, cache_size=2, executor=ThreadPoolExecutor(1))
+        with pytest.raises(DataLoss, match="fails the card's checksum, and its copy in the"):
+            await cold.load("acme", "h")
 
     asyncio.run(scenario())
     db.close()

@@ -9,16 +9,9 @@ import uuid
 import pytest
 
 from heads import utc_now
-from service.backbones.inputs import TextInput
-from service.jobs.manager import JobLimits, JobManager
-from service.jobs.model import JobSnapshot, JobState, TrainingRequest
+from service.jobs.model import JobSnapshot, JobState
+from service.jobs.store import LeaseLost
 from service.jobs.writer import JobWriter
-
-REQUEST = TrainingRequest(
-    head="h", backbone="b", kind="logistic_regression",
-    inputs=[TextInput("x"), TextInput("y")], targets=["a", "b"], params={},
-    validation_fraction=0.2,
-)  # fmt: skip
 
 
 def _job(**changes: object) -> JobSnapshot:
@@ -33,31 +26,22 @@ def _job(**changes: object) -> JobSnapshot:
 
 
 class MemoryStore:
-    """A job store in memory whose `save` raises while `failing` is set."""
+    """A job store in memory whose `save` raises a full disk while `failing` is set, and refuses
+    every write as another replica's lease while `fenced` is."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobSnapshot] = {}
         self.failing = False
+        self.fenced = False
+        self.saves = 0
 
-    async def insert(self, job: JobSnapshot) -> None:
-        self.jobs[job.job_id] = job
-
-    async def save(self, job: JobSnapshot) -> None:
+    async def save(self, job: JobSnapshot, token: int) -> None:
+        self.saves += 1
         if self.failing:
             raise OSError(28, "No space left on device")
+        if self.fenced:
+            raise LeaseLost(job.job_id)
         self.jobs[job.job_id] = job
-
-    async def get(self, tenant: str, job_id: str) -> JobSnapshot | None:
-        job = self.jobs.get(job_id)
-        return job if job is not None and job.tenant == tenant else None
-
-    def fail_interrupted(self, reason: str) -> int:
-        return 0
-
-
-class OpenRegistry:
-    async def check_quota(self, tenant: str, head: str) -> None:
-        return None
 
 
 def test_every_failed_progress_write_is_counted(caplog: pytest.LogCaptureFixture) -> None:
@@ -67,9 +51,9 @@ def test_every_failed_progress_write_is_counted(caplog: pytest.LogCaptureFixture
 
     async def scenario() -> None:
         job = _job()
-        writer.progress(job)
+        writer.progress(job, 1)
         await writer.close(1.0)
-        writer.progress(_job(job_id=job.job_id, progress=0.6))
+        writer.progress(_job(job_id=job.job_id, progress=0.6), 1)
         await writer.close(1.0)
 
     with caplog.at_level(logging.WARNING, logger="service.jobs.writer"):
@@ -94,26 +78,28 @@ def test_a_background_write_that_raises_is_reported(caplog: pytest.LogCaptureFix
     assert "job j: storing its final state failed" in caplog.text
 
 
-def test_the_final_write_of_a_job_cancelled_before_it_ran_is_reported_not_lost(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_write_refused_for_a_lost_lease_is_dropped_not_retried_nor_counted(
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A job cancelled before its task began is ended from a done-callback, by a write nobody
-    awaits: when that write raises, the failure is logged and counted."""
+    """Once another replica claimed the job, the writer stops writing it: the final state is
+    not retried (it would never land), nothing counts as a failure, and the job is reported
+    lost so that it stops."""
+    store = MemoryStore()
+    store.fenced = True
+    lost: list[str] = []
+    writer = JobWriter(store, on_lost=lost.append)  # type: ignore[arg-type]
+    job = _job()
 
-    async def final_that_raises(self: JobWriter, job: JobSnapshot) -> bool:
-        raise OSError(28, "No space left on device")
+    async def scenario() -> bool:
+        writer.progress(job, 1)
+        await asyncio.sleep(0.01)  # the progress write is refused first
+        stored = await writer.final(_job(job_id=job.job_id, state=JobState.FAILED), 1)
+        await writer.close(1.0)
+        return stored
 
-    monkeypatch.setattr(JobWriter, "final", final_that_raises)
-    limits = JobLimits(workers=1, max_jobs_per_tenant=4, max_jobs_total=4, embed_chunk=8)
-    manager = JobManager(MemoryStore(), None, OpenRegistry(), None, limits)  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        job = await manager.submit("acme", REQUEST)  # given a worker: its task is not started
-        await manager.cancel("acme", job.job_id)
-        await manager.close()
-
-    with caplog.at_level(logging.ERROR, logger="service.jobs.writer"):
-        asyncio.run(scenario())
-    assert manager.failed_writes == 1
-    assert "storing its final state failed" in caplog.text
-    assert "No space left on device" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="service.jobs.writer"):
+        assert asyncio.run(scenario())  # over at once: not waiting, not in the background
+    assert (writer.failed_writes, writer.backlog, store.saves) == (0, 0, 2)
+    assert writer.unstored(job.job_id) is None
+    assert lost == [job.job_id, job.job_id]
+    assert "another replica claimed it" in caplog.text

@@ -23,6 +23,7 @@ from service.store.recovery import StoreNeedsRepair, check_before_open
 from service.store.registry import HeadQuotas, HeadRegistry, check_head_name
 from service.store.repair import repair
 from service.tenancy.directory import check_tenant_name
+from tests.support.heads_db import damage_database_copy, forget_database_copy
 
 FINGERPRINT = "f" * 64
 
@@ -127,8 +128,10 @@ def test_orphans_are_quarantined_and_repair_brings_them_back(
 def test_damage_is_data_loss_marked_and_kept_across_restarts(
     tmp_path: Path, trained: TrainedHead
 ) -> None:
+    """Damage needs the database's copy damaged too (else the files are healed from it)."""
     registry, files, db = _open(tmp_path)
     _publish(registry, "acme", "h", trained)
+    damage_database_copy(db, "acme", "h", 1)
     onnx = files.folder("acme", "h", 1) / "head.onnx"
     good = onnx.read_bytes()
     onnx.write_bytes(good[:-10] + b"\0" * 10)
@@ -138,14 +141,36 @@ def test_damage_is_data_loss_marked_and_kept_across_restarts(
 
     registry, files, db = _open(tmp_path)  # a restart: the mark was stored
     (listed,) = asyncio.run(registry.list("acme"))
-    assert listed.damage == "its ONNX file fails the card's checksum"
+    copy_damaged = "and its copy in the database fails its SHA-256"
+    assert listed.damage == f"its ONNX file fails the card's checksum, {copy_damaged}"
     (files.folder("acme", "h", 1) / "card.json").write_text("{not json")
     with pytest.raises(DataLoss, match="card file is unreadable"):
         asyncio.run(registry.load("acme", "h"))
-    assert asyncio.run(registry.get("acme", "h")).damage == "its card file is unreadable"
+    damage = asyncio.run(registry.get("acme", "h")).damage
+    assert damage == f"its card file is unreadable, {copy_damaged}"
     shutil.rmtree(files.folder("acme", "h", 1))
     with pytest.raises(DataLoss, match="files are missing"):  # row live, files gone: lost
         asyncio.run(registry.load("acme", "h"))
+    db.close()
+
+
+def test_lost_files_are_healed_from_the_database_except_rows_of_earlier_releases(
+    tmp_path: Path, trained: TrainedHead
+) -> None:
+    """Files removed: the database's copy brings them back, byte for byte, and the version
+    serves. A row of an earlier release (no copy in the database) is damaged, as before."""
+    registry, files, db = _open(tmp_path)
+    _publish(registry, "acme", "h", trained)
+    _publish(registry, "acme", "old", trained)
+    folder = files.folder("acme", "h", 1)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    shutil.rmtree(folder)
+    assert asyncio.run(registry.load("acme", "h")).card.version == 1
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    forget_database_copy(db, "acme", "old", 1)
+    shutil.rmtree(files.folder("acme", "old", 1))
+    with pytest.raises(DataLoss, match=r"\(its files are missing\)"):
+        asyncio.run(registry.load("acme", "old"))
     db.close()
 
 

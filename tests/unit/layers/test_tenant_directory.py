@@ -1,4 +1,4 @@
-"""The TenantDirectory on a real SQLite database: tenants, keys, authentication, restarts."""
+"""The TenantDirectory on a real database of each kind: tenants, keys, authentication, restarts."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from service.errors import AlreadyExists, InvalidArgument, NotFound, Unauthentic
 from service.store.database import Database
 from service.tenancy.directory import IssuedKey, TenantDirectory
 from service.tenancy.principal import Principal
+from tests.support.postgres import database_url
 from tests.support.scenario import run
 
+__all__ = ["database_url"]  # the fixture, used by name
+
 ADMIN_SECRET = "admin-secret-for-tests-0123456789"
+
+
+def _authenticate(directory: TenantDirectory, secret: str) -> Principal:
+    return run(directory.authenticate(secret))
 
 
 def _forged(secret: str) -> str:
@@ -21,10 +28,12 @@ def _forged(secret: str) -> str:
     return secret[:-1] + last
 
 
-def test_a_created_tenants_keys_authenticate_as_that_tenant(tmp_path: Path) -> None:
+def test_a_created_tenants_keys_authenticate_as_that_tenant(
+    tmp_path: Path, database_url: str
+) -> None:
     """Each key authenticates as its own tenant and key id; forged, unknown and empty secrets
     are refused with one message; the admin secret is the admin, with no tenant."""
-    db = Database(tmp_path)
+    db = Database(tmp_path, database_url)
     directory = TenantDirectory(db, ADMIN_SECRET)
 
     async def scenario() -> tuple[IssuedKey, IssuedKey, IssuedKey]:
@@ -38,23 +47,25 @@ def test_a_created_tenants_keys_authenticate_as_that_tenant(tmp_path: Path) -> N
 
     first, second, other = run(scenario())
     assert first.key_id != second.key_id and first.secret != second.secret
-    assert directory.authenticate(first.secret) == Principal("acme", first.key_id)
-    assert directory.authenticate(second.secret) == Principal("acme", second.key_id)
-    assert directory.authenticate(other.secret) == Principal("globex", other.key_id)
+    assert _authenticate(directory, first.secret) == Principal("acme", first.key_id)
+    assert _authenticate(directory, second.secret) == Principal("acme", second.key_id)
+    assert _authenticate(directory, other.secret) == Principal("globex", other.key_id)
     messages = set()
     for bad in (_forged(first.secret), "tdk_0123456789abcdef_nothing", "", "Bearer x"):
         with pytest.raises(Unauthenticated) as refused:
-            directory.authenticate(bad)
+            _authenticate(directory, bad)
         messages.add(str(refused.value))
     assert len(messages) == 1  # no oracle: every refusal reads the same
-    admin = directory.authenticate(ADMIN_SECRET)
+    admin = _authenticate(directory, ADMIN_SECRET)
     assert admin.is_admin and admin.tenant is None
     db.close()
 
 
-def test_creating_an_existing_tenant_is_already_exists_and_changes_nothing(tmp_path: Path) -> None:
+def test_creating_an_existing_tenant_is_already_exists_and_changes_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
     """A second create of a name is ALREADY_EXISTS naming it; the tenant's keys still work."""
-    db = Database(tmp_path)
+    db = Database(tmp_path, database_url)
     directory = TenantDirectory(db, None)
 
     async def scenario() -> None:
@@ -62,16 +73,16 @@ def test_creating_an_existing_tenant_is_already_exists_and_changes_nothing(tmp_p
         key = await directory.create_key("acme")
         with pytest.raises(AlreadyExists, match="'acme'"):
             await directory.create_tenant("acme")
-        assert directory.authenticate(key.secret).tenant == "acme"
+        assert (await directory.authenticate(key.secret)).tenant == "acme"
 
     run(scenario())
     db.close()
 
 
-def test_names_and_unknown_tenants_are_refused(tmp_path: Path) -> None:
+def test_names_and_unknown_tenants_are_refused(tmp_path: Path, database_url: str) -> None:
     """Bad tenant names are INVALID_ARGUMENT naming the field; a key for a tenant that does not
     exist is NOT_FOUND; revoking an unknown key is NOT_FOUND."""
-    db = Database(tmp_path)
+    db = Database(tmp_path, database_url)
     directory = TenantDirectory(db, None)
 
     async def scenario() -> None:
@@ -91,10 +102,12 @@ def test_names_and_unknown_tenants_are_refused(tmp_path: Path) -> None:
     db.close()
 
 
-def test_revoked_keys_stop_at_once_and_keys_survive_a_restart(tmp_path: Path) -> None:
+def test_revoked_keys_stop_at_once_and_keys_survive_a_restart(
+    tmp_path: Path, database_url: str
+) -> None:
     """A revoked key is refused immediately and stays refused after a restart; the other keys
     authenticate after a restart (the cache is rebuilt from the database); a key is revoked once."""
-    db = Database(tmp_path)
+    db = Database(tmp_path, database_url)
     directory = TenantDirectory(db, None)
 
     async def scenario() -> tuple[IssuedKey, IssuedKey]:
@@ -107,12 +120,12 @@ def test_revoked_keys_stop_at_once_and_keys_survive_a_restart(tmp_path: Path) ->
 
     kept, revoked = run(scenario())
     with pytest.raises(Unauthenticated):
-        directory.authenticate(revoked.secret)
+        _authenticate(directory, revoked.secret)
     db.close()
 
-    reopened = Database(tmp_path)
+    reopened = Database(tmp_path, database_url)
     restarted = TenantDirectory(reopened, None)
-    assert restarted.authenticate(kept.secret) == Principal("acme", kept.key_id)
+    assert _authenticate(restarted, kept.secret) == Principal("acme", kept.key_id)
     with pytest.raises(Unauthenticated):
-        restarted.authenticate(revoked.secret)
+        _authenticate(restarted, revoked.secret)
     reopened.close()
