@@ -37,8 +37,13 @@ $(STAMPS)/stubs: $(STAMPS)/installed $(PROTOS)
 model: setup
 	$(BIN)/transferd export --model-repo $(MODEL_REPO)
 
-serve: model
-	$(BIN)/transferd serve --model-repo $(MODEL_REPO)
+# Several `make serve` at once (replicas on one host) take turns at set-up and export: one
+# installs and exports, the others then find both done. The server dies with make, even by
+# SIGKILL (devtools/bound_to_parent.py).
+serve:
+	@mkdir -p $(STAMPS)
+	flock $(STAMPS)/setup.lock $(MAKE) --no-print-directory model
+	$(BIN)/python -m devtools.bound_to_parent $(BIN)/transferd serve --model-repo $(MODEL_REPO)
 
 # A no-op when the environment exists for the current ONNX Runtime version.
 triton-env: setup

@@ -49,9 +49,17 @@ class ServerProcess:
         env: Extra `TRANSFERD_*` settings for the child.
         log_file: Where the child's output goes (kept for post-mortems).
         ready_timeout: Seconds to wait for SERVING.
+        source: The source tree whose `service` package runs (None: this checkout's); an
+            earlier release's, to test upgrades.
     """
 
-    def __init__(self, env: dict[str, str], log_file: Path, ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_file: Path,
+        ready_timeout: float = 120.0,
+        source: Path | None = None,
+    ) -> None:
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
@@ -66,6 +74,7 @@ class ServerProcess:
         }
         self._log_file = log_file
         self._ready_timeout = ready_timeout
+        self._source = source
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
@@ -73,10 +82,15 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve"],
             env=self.env,
+            cwd=self._source,  # `-m` imports from the working directory first
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_serving()
+        try:
+            self.wait_serving()
+        except BaseException:  # not serving in time: nothing may be left running
+            self.kill()
+            raise
         return self
 
     def wait_serving(self) -> None:

@@ -80,6 +80,14 @@ def _repair(settings: Settings) -> None:
     """`repair`: prints what it did, line by line."""
     from service.store.repair import repair
 
+    if settings.database_url is not None:
+        # The files are only a replica's cache there: the database is the record, nothing to
+        # rebuild from them.
+        sys.exit(
+            "transferd: repair rebuilds a SQLite store from its data directory; with "
+            "TRANSFERD_DATABASE_URL set (PostgreSQL) the database holds every head's artifacts "
+            "and there is nothing to repair from the files"
+        )
     if not settings.data_dir.is_dir():
         sys.exit(f"transferd: no data directory at {settings.data_dir}")
     for line in repair(settings.data_dir).lines():
@@ -176,12 +184,20 @@ def main(argv: list[str] | None = None) -> None:
     _configure_logging(settings.log_level)
     from service.backbones.repository import ModelRepositoryError
     from service.backbones.runtimes.base import BackboneLoadError
+    from service.errors import Unavailable
+    from service.metrics import MetricsPortError
     from service.server import serve
     from service.store.recovery import StoreNeedsRepair
 
     try:
         asyncio.run(serve(settings))
-    except (ModelRepositoryError, BackboneLoadError, NotImplementedError) as error:
+    except (
+        ModelRepositoryError,
+        BackboneLoadError,
+        NotImplementedError,
+        MetricsPortError,
+        Unavailable,
+    ) as error:  # a PostgreSQL unreachable at start-up is Unavailable
         sys.exit(f"transferd: cannot serve: {error}")
     except StoreNeedsRepair as error:
         sys.exit(f"transferd: {error}")

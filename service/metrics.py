@@ -87,7 +87,22 @@ BACKBONE_READY = Gauge(
 )
 
 
+class MetricsPortError(RuntimeError):
+    """The metrics port cannot be bound (another replica on this host holds it, most often)."""
+
+
 def start_metrics_server(port: int, host: str) -> None:
-    """Serves /metrics on its own port (0 disables it)."""
-    if port:
+    """Serves /metrics on its own port (0 disables it).
+
+    Raises:
+        MetricsPortError: the port is taken or not allowed.
+    """
+    if not port:
+        return
+    try:
         start_http_server(port, addr=host)
+    except OSError as error:
+        raise MetricsPortError(
+            f"cannot serve metrics on {host}:{port} ({error.strerror or error}); give each "
+            "replica on this host its own TRANSFERD_METRICS_PORT (0 turns metrics off)"
+        ) from None

@@ -130,11 +130,12 @@ class Server:
 
     async def listen(self) -> None:
         """Accepts connections; health answers NOT_SERVING until `load` is done."""
+        # Metrics first: a port another replica holds stops start-up before gRPC listens.
+        metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
         await self._grpc.set_serving(False)
         await self.changes.start()
         await self._grpc.start()
         log.info("gRPC listening on %s:%d; loading backbones", self.settings.grpc_host, self.port)
-        metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
 
     async def load(self) -> None:
         """Loads every backbone, then reports SERVING."""

@@ -67,8 +67,8 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     together (PostgreSQL's advisory lock).
 
     Returns:
-        (the revision before, the revision after); None before: an empty or a pre-migration
-        database.
+        (the revision before, the revision after); None before: an empty database (one of
+        the releases before migrations is at the baseline).
     """
     with engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
@@ -79,9 +79,9 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
             connection.commit()
         try:
             before = current_revision(connection)
-            if before is None:
-                _adopt_pre_migration_schema(connection)
+            if before is None and _adopt_pre_migration_schema(connection):
                 connection.commit()
+                before = BASELINE
             command.upgrade(_config(connection), "head")
             connection.commit()
             after = current_revision(connection)

@@ -2,13 +2,15 @@
 
 Every authenticated RPC consults the key cache, not the database: authentication costs no I/O,
 and keeps working while the database is unreachable. The cache holds each active key's id,
-tenant and SHA-256 (never a secret). A key missing from it (created on another replica) is looked
-up in the database once and added. A revocation reaches every replica through the change feed;
+tenant and SHA-256 (never a secret). On PostgreSQL a key missing from it (created on another
+replica) is looked up in the database, a few at a time, and added; on SQLite this process made
+every key, so a miss is final. A revocation reaches every replica through the change feed;
 the feed's periodic re-read reloads the active keys, which covers a lost notice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from service.tenancy.principal import Principal
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 ADMIN_KEY_ID = "admin"
+#: Database look-ups of keys not cached (made on another replica) running at once.
+KEY_LOOKUPS = 2
 #: Revocations remembered so that a database read begun before one cannot bring the key back.
 RECENT_REVOCATIONS = 1024
 
@@ -67,6 +71,9 @@ class TenantDirectory:
     ) -> None:
         self._db = db
         self._admin_secret = admin_secret
+        # Look-ups of unknown keys at once: a flood of forged keys must not take every database
+        # thread from the calls that need one (it waits here instead).
+        self._lookups = asyncio.Semaphore(KEY_LOOKUPS)
         self._keys: dict[str, _CachedKey] = db.call(_load_active_keys)
         # (sequence, key_id) of the latest revocations seen here; `_sequence` counts them all.
         self._revocations: deque[tuple[int, str]] = deque(maxlen=RECENT_REVOCATIONS)
@@ -85,7 +92,8 @@ class TenantDirectory:
             return Principal(tenant=None, key_id=ADMIN_KEY_ID)
         key_id = keys.key_id_of(secret)
         cached = self._keys.get(key_id) if key_id else None
-        if cached is None and key_id is not None:
+        # SQLite: this process made every key, so the cache is complete and a miss is final.
+        if cached is None and key_id is not None and self._db.is_postgres:
             cached = await self._look_up(key_id)
         # Hash even when the key id is unknown, so timing does not tell which ids exist.
         stored = cached.secret_sha256 if cached else keys.hash_secret("")
@@ -169,7 +177,8 @@ class TenantDirectory:
                 return None
             return _CachedKey(row.tenant, row.secret_sha256)
 
-        found = await self._db.run(query)
+        async with self._lookups:
+            found = await self._db.run(query)
         if found is None or key_id in self._revoked_since(since):
             return None
         self._keys[key_id] = found

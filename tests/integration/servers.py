@@ -76,15 +76,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("runtime", runtimes, indirect=True, scope="session")
 
 
-def server_process(tmp: Path, model_repo: Path, **env: str) -> ServerProcess:
-    """`transferd serve` over `model_repo`, not started: the test's limits, then `env`."""
+def server_process(
+    tmp: Path, model_repo: Path, source: Path | None = None, **env: str
+) -> ServerProcess:
+    """`transferd serve` over `model_repo`, not started: the test's limits, then `env`; the
+    code of `source` (see `ServerProcess`)."""
     settings = {
         "TRANSFERD_MODEL_REPO": str(model_repo),
         "TRANSFERD_DATA_DIR": str(tmp / "data"),
         **LIMITS,
         **env,
     }
-    return ServerProcess(settings, tmp / "server.log")
+    return ServerProcess(settings, tmp / "server.log", source=source)
 
 
 def start_server(tmp: Path, model_repo: Path, **env: str) -> ServerProcess:

@@ -1,5 +1,6 @@
 """Stored heads on the real server: the head cache's byte budget, quotas, full-match names, a head
-deleted mid-call (NOT_FOUND) and a damaged head file (DATA_LOSS, listed as damaged)."""
+deleted mid-call (NOT_FOUND) and a damaged head file (healed from the database's copy; with that
+damaged too, DATA_LOSS, listed as damaged)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from devtools.client import authed_channel, bearer
 from devtools.launcher import ServerProcess
+from service.store.database import Database
 from tests.integration.conftest import start_server
 from tests.integration.store_helpers import (
     code_of,
@@ -21,6 +23,7 @@ from tests.integration.store_helpers import (
     train,
     train_request,
 )
+from tests.support.heads_db import damage_database_copy
 from transferd.v1 import heads_pb2, heads_pb2_grpc, tenants_pb2, tenants_pb2_grpc
 
 CACHE_MB = 8
@@ -133,23 +136,37 @@ def test_a_head_deleted_mid_call_is_not_found(store_server: ServerProcess) -> No
         assert {code for code, _ in outcomes} <= {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}
 
 
-def test_a_damaged_head_file_is_data_loss_and_listed_as_damaged(
+def test_a_damaged_head_file_is_healed_from_the_database_or_else_data_loss_and_listed(
     store_server: ServerProcess,
 ) -> None:
     for stub in _stub(store_server, "damage"):
+        # The file is a cache of the database's copy: served from that, and written back.
+        assert train(stub, "healed").version == 1
+        onnx = data_dir(store_server) / "heads" / "damage" / "healed" / "1" / "head.onnx"
+        good = onnx.read_bytes()
+        onnx.write_bytes(good[:-16] + bytes(16))  # same size, different bytes
+        assert len(stub.Predict(predict_request("healed"), timeout=30).predictions) == 8
+        assert onnx.read_bytes() == good
+
+        # With the database's copy damaged too, nothing good is left.
         assert train(stub, "broken").version == 1
         onnx = data_dir(store_server) / "heads" / "damage" / "broken" / "1" / "head.onnx"
         good = onnx.read_bytes()
-        onnx.write_bytes(good[:-16] + bytes(16))  # same size, different bytes
+        onnx.write_bytes(good[:-16] + bytes(16))
+        db = Database(data_dir(store_server))
+        try:
+            damage_database_copy(db, "damage", "broken", 1)
+        finally:
+            db.close()
         with pytest.raises(grpc.RpcError) as caught:
             stub.Predict(predict_request("broken"), timeout=30)
         assert caught.value.code() == grpc.StatusCode.DATA_LOSS
         assert "head 'broken' version 1 is damaged" in caught.value.details()
-        assert "checksum" in caught.value.details()
+        assert "checksum" in caught.value.details() and "in the database" in caught.value.details()
         head = stub.GetHead(heads_pb2.GetHeadRequest(head="broken"), timeout=30)
         assert head.damaged and "checksum" in head.health
-        (listed,) = stub.ListHeads(heads_pb2.ListHeadsRequest(), timeout=30).heads
-        assert listed.damaged
+        listed = {h.name: h.damaged for h in stub.ListHeads(heads_pb2.ListHeadsRequest()).heads}
+        assert listed == {"broken": True, "healed": False}
 
         onnx.write_bytes(good)  # the operator restores the file: it serves and is healthy again
         assert len(stub.Predict(predict_request("broken"), timeout=30).predictions) == 8
