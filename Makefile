@@ -69,6 +69,7 @@ test-fast: setup
 bench: model triton-env
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/fairness.py
+	$(BIN)/python bench/replicas.py
 	$(BIN)/python bench/embed.py --runtime triton
 	$(BIN)/python bench/embed.py
 

@@ -86,11 +86,7 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            self.wait_serving()
-        except BaseException:  # not serving in time: nothing may be left running
-            self.kill()
-            raise
+        self.wait_serving()
         return self
 
     def wait_serving(self) -> None:

@@ -53,7 +53,10 @@ JOB_WRITE_FAILURES = Counter(
     "transferd_job_write_failures",
     "Job state writes that raised (progress is best effort; a final state is retried).",
 )
-JOBS_ACTIVE = Gauge("transferd_training_jobs_active", "Training jobs queued or running.")
+JOBS_ACTIVE = Gauge(
+    "transferd_training_jobs_active",
+    "Training jobs queued or running in the database (every replica's, as this one last read it).",
+)
 JOB_DURATION = Histogram(
     "transferd_training_job_duration_seconds",
     "Time from TrainHead to the job's end, by final state.",

@@ -63,6 +63,11 @@ class Server:
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         if not admin:
             log.warning("TRANSFERD_ADMIN_KEY is not set: TenantService refuses every call")
+        if not settings.training_workers and not self.db.is_postgres:
+            log.warning(
+                "TRANSFERD_TRAINING_WORKERS=0 on SQLite: training jobs are queued and none runs "
+                "(no other replica can share this file); set it above 0, or use PostgreSQL"
+            )
         # Heads published or deleted and keys revoked, here and on every other replica.
         self.changes = ChangeFeed(self.db, settings.change_poll_s)
         self.directory = TenantDirectory(self.db, admin, self.changes)

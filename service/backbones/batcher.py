@@ -132,6 +132,11 @@ class FairBatcher(Generic[Item, Result]):
         self._depth = metrics.QUEUE_DEPTH.labels(backbone=name) if depth_gauge else None
         self._dropped = metrics.DROPPED_INPUTS.labels(backbone=name)
 
+    @property
+    def queued_items(self) -> int:
+        """Items waiting for a call (not the ones in flight)."""
+        return self._queue.items
+
     def start(self) -> None:
         """Starts the dispatch loop on the running event loop."""
         self._wakeup = asyncio.Event()

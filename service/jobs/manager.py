@@ -206,6 +206,7 @@ class JobManager:
             raise NotFound(f"job {shown(job_id)} not found")
         if ended:  # nobody ran it: cancelled in the database at once
             self._ended(row)
+            await self._recount()
             return row
         held = self._worker.held(job_id)
         if held is not None:
@@ -280,6 +281,13 @@ class JobManager:
         metrics.JOBS_FINISHED.labels(state=job.state.value).inc()
         seconds = (job.updated_at - job.created_at).total_seconds()
         metrics.JOB_DURATION.labels(state=job.state.value).observe(seconds)
+
+    async def _recount(self) -> None:
+        """The active-jobs gauge, read again once a job has ended here (claims read it too)."""
+        try:
+            metrics.JOBS_ACTIVE.set(await self._store.active())
+        except Exception as error:  # a gauge must not fail the job's end; the next claim fixes it
+            log.debug("could not count active jobs: %s", error)
 
     def _lost(self, job_id: str) -> None:
         """A fenced write was refused: another replica holds the job's lease now."""
@@ -361,6 +369,7 @@ class JobManager:
             await self._writer.final(job, held.token)
         self._tell(job)
         self._count(job)
+        await self._recount()
 
     async def _requeue(self, held: Held) -> None:
         """Shutdown stopped the job: back to the queue, to run again from the start."""

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from heads import utc_now
 from service.jobs.model import JobSnapshot, JobState
 from service.jobs.outcomes import CANCEL_REASON, REQUEUED, RESTART_REASON, attempts_reason
-from service.jobs.store import ACTIVE, fenced, rowcount, snapshot
+from service.jobs.store import ACTIVE, ENDED, count_active, fenced, rowcount, snapshot
 from service.store.database import Database
 from service.store.schema import JobRow
 
@@ -86,11 +86,7 @@ class JobQueue:
         """
 
         def work(session: Session) -> tuple[Claimed | Ended | None, int]:
-            outcome = self._claim(session, exclude)
-            active = session.scalar(
-                select(func.count()).select_from(JobRow).where(JobRow.state.in_(ACTIVE))
-            )
-            return outcome, int(active or 0)
+            return self._claim(session, exclude), count_active(session)
 
         return await self._db.run(work)
 
@@ -124,14 +120,14 @@ class JobQueue:
         row.lease_expires_at = None
         if row.cancel_requested:
             row.state, row.stage, row.error = JobState.CANCELLED.value, "cancelled", CANCEL_REASON
-            return Ended(snapshot(row))
+            return self._ended(row)
         if row.payload is None:  # queued by a release that kept requests in memory only
             row.state, row.stage, row.error = JobState.FAILED.value, "interrupted", RESTART_REASON
-            return Ended(snapshot(row))
+            return self._ended(row)
         if row.attempts >= self._max_attempts:
             row.state, row.stage = JobState.FAILED.value, "interrupted"
             row.error = attempts_reason(row.attempts)
-            return Ended(snapshot(row))
+            return self._ended(row)
         # A job taken over runs from the start: its earlier progress and results are dropped.
         row.state, row.stage, row.progress, row.error = JobState.RUNNING.value, "starting", 0.0, ""
         row.metrics_json, row.version = "{}", 0
@@ -142,6 +138,12 @@ class JobQueue:
         row.claimed_at = now
         session.flush()
         return Claimed(snapshot(row), row.lease_token, row.payload)
+
+    @staticmethod
+    def _ended(row: JobRow) -> Ended:
+        for column, value in ENDED.items():
+            setattr(row, column, value)
+        return Ended(snapshot(row))
 
     async def keep(self, held: Mapping[str, int], renew: bool) -> Kept:
         """The heartbeat: which of the `held` leases (job id → token) are lost and which jobs

@@ -66,6 +66,12 @@ def changing_columns(job: JobSnapshot) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: What a job's final state clears: its lease, and its stored request (the examples, up to
+#: `max_job_payload_mb` each): only a queued or running job may run again, so an ended job's
+#: request would be dead weight in the database forever.
+ENDED: dict[str, Any] = {"lease_expires_at": None, "payload": None}
+
+
 def fenced(job_id: str, token: int) -> ColumnElement[bool]:
     """The job, still running under the lease of `token`."""
     return and_(
@@ -73,6 +79,12 @@ def fenced(job_id: str, token: int) -> ColumnElement[bool]:
         JobRow.lease_token == token,
         JobRow.state == JobState.RUNNING.value,
     )
+
+
+def count_active(session: Session) -> int:
+    """Jobs queued or running, of every replica."""
+    found = session.scalar(select(func.count()).select_from(JobRow).where(JobRow.state.in_(ACTIVE)))
+    return int(found or 0)
 
 
 def rowcount(session: Session, statement: Executable) -> int:
@@ -129,6 +141,10 @@ class JobStore:
 
         return await self.db.run(insert)
 
+    async def active(self) -> int:
+        """Jobs queued or running, of every replica."""
+        return await self.db.run(count_active)
+
     async def get(self, tenant: str, job_id: str) -> JobSnapshot | None:
         """The job if it belongs to `tenant` (another tenant's job is None, like a missing one)."""
 
@@ -140,14 +156,14 @@ class JobStore:
 
     async def save(self, job: JobSnapshot, token: int) -> None:
         """Writes the job's changing fields under the lease of `token` (callers await it: see
-        `service.jobs.writer`). A final state ends the lease.
+        `service.jobs.writer`). A final state ends the lease and drops the stored request (`ENDED`).
 
         Raises:
             LeaseLost: the job is no longer this lease's.
         """
         values = changing_columns(job)
         if job.state.terminal:
-            values["lease_expires_at"] = None
+            values.update(ENDED)
 
         def write(session: Session) -> None:
             statement = update(JobRow).where(fenced(job.job_id, token)).values(**values)
@@ -189,7 +205,7 @@ class JobStore:
                     stage="cancelled",
                     error=CANCEL_REASON,
                     updated_at=utc_now(),
-                    lease_expires_at=None,
+                    **ENDED,
                 ),  # fmt: skip
             )
             row = session.get(JobRow, job_id, populate_existing=True)
@@ -218,7 +234,7 @@ class Success:
         statement = (
             update(JobRow)
             .where(fenced(done.job_id, self._token))
-            .values(**changing_columns(done), lease_expires_at=None)
+            .values(**changing_columns(done), **ENDED)
         )
         if rowcount(session, statement) == 0:
             raise LeaseLost(done.job_id)

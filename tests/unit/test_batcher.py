@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -115,19 +116,34 @@ def test_dead_entries_are_dropped_and_discard_removes_a_request() -> None:
 
 
 class Recorder:
-    """A call runner that embeds item k as the row [k, k] and records each call."""
+    """A call runner that embeds item k as the row [k, k] and records each call. Calls that
+    `holds` (by their items) wait for `gate`, so a test decides when they end, without a clock."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, holds: Callable[[list[int]], bool] = lambda items: False) -> None:
         self.calls: list[list[int]] = []
-        self.delay = delay
         self.fail = False
+        self.holds = holds
+        self.gate = asyncio.Event()
+        self.held = asyncio.Event()  # set when a held call has started
 
     async def __call__(self, items: list[int]) -> np.ndarray:
         self.calls.append(list(items))
-        await asyncio.sleep(self.delay)
+        if self.holds(items):
+            self.held.set()
+            await self.gate.wait()
         if self.fail:
             raise ValueError("backend broke")
         return np.array([[k, k] for k in items], dtype=np.float32)
+
+
+def _every_call(items: list[int]) -> bool:
+    return True
+
+
+async def _until_queued(batcher: FairBatcher[int, np.ndarray], items: int) -> None:
+    """Yields to the loop until `items` wait in the batcher (submits queue at their first step)."""
+    while batcher.queued_items < items:
+        await asyncio.sleep(0)
 
 
 def _batcher(
@@ -153,35 +169,43 @@ def _batcher(
     )
 
 
-def test_concurrent_requests_share_a_call_and_get_their_own_rows() -> None:
-    run = Recorder()
+def test_requests_waiting_together_share_a_call_and_get_their_own_rows() -> None:
+    run = Recorder(holds=lambda items: items == [-1])
 
     async def scenario() -> list[list[np.ndarray]]:
-        batcher = _batcher(run, size=16, wait=0.02)
+        batcher = _batcher(run, size=16)
         batcher.start()
+        busy = asyncio.ensure_future(batcher.submit("x", [-1]))
+        await run.held.wait()  # the one lane is taken: the next requests wait together
         requests = [[10 * r + i for i in range(r + 1)] for r in range(5)]
-        results = await asyncio.gather(
+        waiting = asyncio.gather(
             *(batcher.submit(f"t{r % 2}", items) for r, items in enumerate(requests))
         )
+        await _until_queued(batcher, 15)
+        run.gate.set()
+        results = await waiting
+        await busy
         await batcher.close()
         return results
 
     results = asyncio.run(scenario())
     for r, rows in enumerate(results):
         assert [row[0] for row in rows] == [10 * r + i for i in range(r + 1)]
-    assert len(run.calls) == 1  # 15 items arrived within the wait and fit one call
+    assert len(run.calls) == 2  # the held call, then all 15 items, which fit one call
 
 
 def test_a_large_request_is_split_and_another_tenant_goes_next() -> None:
-    run = Recorder(delay=0.01)
+    run = Recorder(holds=lambda items: items == [100, 101, 102, 103])
 
     async def scenario() -> None:
         batcher = _batcher(run, size=4)
         batcher.start()
         large = asyncio.ensure_future(batcher.submit("a", list(range(100, 140))))
-        await asyncio.sleep(0.005)  # a's first call is in flight
-        small = await batcher.submit("b", [7])
-        assert small[0][0] == 7
+        await run.held.wait()  # a's first call is in flight
+        small = asyncio.ensure_future(batcher.submit("b", [7]))
+        await _until_queued(batcher, 36 + 1)
+        run.gate.set()
+        assert (await small)[0][0] == 7
         await large
         await batcher.close()
 
@@ -193,7 +217,7 @@ def test_a_large_request_is_split_and_another_tenant_goes_next() -> None:
 
 def test_another_tenants_request_runs_beside_a_long_call_in_a_free_lane() -> None:
     """Two lanes: b's request does not wait for a's call in flight; a never takes both lanes."""
-    run = Recorder(delay=0.2)
+    run = Recorder(holds=lambda items: items[0] >= 100)  # a's calls wait for the gate
     in_flight: list[list[int]] = []
     overlaps: list[tuple[list[int], ...]] = []  # the calls in flight whenever one starts
 
@@ -205,21 +229,21 @@ def test_another_tenants_request_runs_beside_a_long_call_in_a_free_lane() -> Non
         finally:
             in_flight.remove(items)
 
-    async def scenario() -> float:
+    async def scenario() -> None:
         batcher = _batcher(run, size=4, lanes=2)
         batcher._run = tracked  # the recorder, counting overlaps
         batcher.start()
         large = asyncio.ensure_future(batcher.submit("a", list(range(100, 112))))
-        await asyncio.sleep(0.05)  # a's first call is in flight
-        started = asyncio.get_running_loop().time()
-        assert (await batcher.submit("b", [7]))[0][0] == 7
-        waited = asyncio.get_running_loop().time() - started
+        await run.held.wait()  # a's first call is in flight, and stays there
+        # b is answered while a's call is still held: it did not wait for it. (The timeout only
+        # turns a hang into a failure.)
+        assert (await asyncio.wait_for(batcher.submit("b", [7]), 30))[0][0] == 7
+        assert not large.done()
+        run.gate.set()
         await large
         await batcher.close()
-        return waited
 
-    waited = asyncio.run(scenario())
-    assert waited < 0.3  # its own call only (0.2 s), not a's in flight as well
+    asyncio.run(scenario())
     assert run.calls[1] == [7]
     assert ([100, 101, 102, 103], [7]) in overlaps  # b ran beside a's first call
     # a's three calls ran one after another: never two of a's at once.
@@ -247,16 +271,18 @@ def test_an_error_reaches_every_request_of_the_call_and_the_batcher_lives_on() -
 
 
 def test_a_cancelled_request_is_never_computed_not_even_its_later_calls() -> None:
-    run = Recorder(delay=0.05)
+    run = Recorder(holds=lambda items: items[0] >= 100)
 
     async def scenario() -> None:
         batcher = _batcher(run, size=4)
         batcher.start()
         gone = asyncio.ensure_future(batcher.submit("a", list(range(100, 112))))
-        await asyncio.sleep(0.01)  # its first call is in flight
+        await run.held.wait()  # its first call is in flight
         gone.cancel()
-        kept = await batcher.submit("b", [3])
-        assert kept[0][0] == 3
+        kept = asyncio.ensure_future(batcher.submit("b", [3]))
+        await _until_queued(batcher, 1)
+        run.gate.set()
+        assert (await kept)[0][0] == 3
         with pytest.raises(asyncio.CancelledError):
             await gone
         await batcher.close()
@@ -266,16 +292,22 @@ def test_a_cancelled_request_is_never_computed_not_even_its_later_calls() -> Non
 
 
 def test_work_past_its_deadline_is_dropped_and_the_request_fails() -> None:
-    run = Recorder(delay=0.05)
+    run = Recorder(holds=_every_call)
 
     async def scenario() -> None:
         batcher = _batcher(run, size=4)
         batcher.start()
         loop = asyncio.get_running_loop()
         busy = asyncio.ensure_future(batcher.submit("a", [1]))
-        await asyncio.sleep(0.01)
+        await run.held.wait()
+        # Queued behind the call in flight, with a deadline that has passed when its turn comes.
+        late = asyncio.ensure_future(
+            batcher.submit("b", list(range(200, 212)), deadline=loop.time() - 1)
+        )
+        await _until_queued(batcher, 12)
+        run.gate.set()
         with pytest.raises(Unavailable, match="deadline"):
-            await batcher.submit("b", list(range(200, 212)), deadline=loop.time() + 0.02)
+            await late
         await busy
         await batcher.close()
 
@@ -285,7 +317,7 @@ def test_work_past_its_deadline_is_dropped_and_the_request_fails() -> None:
 
 def test_a_tenants_queued_requests_are_planned_together() -> None:
     """Items sorted across requests, as one request's are: [9, 2] and [1, 8] run as [1, 2], [8, 9]."""
-    run = Recorder(delay=0.05)
+    run = Recorder(holds=lambda items: items == [0])
 
     def sorted_pairs(items: list[int]) -> list[list[int]]:
         order = sorted(range(len(items)), key=items.__getitem__)
@@ -300,8 +332,11 @@ def test_a_tenants_queued_requests_are_planned_together() -> None:
         )
         batcher.start()
         busy = asyncio.ensure_future(batcher.submit("t", [0]))
-        await asyncio.sleep(0.01)  # the runner is busy: the next two wait together
-        results = await asyncio.gather(batcher.submit("t", [9, 2]), batcher.submit("t", [1, 8]))
+        await run.held.wait()  # the runner is busy: the next two wait together
+        waiting = asyncio.gather(batcher.submit("t", [9, 2]), batcher.submit("t", [1, 8]))
+        await _until_queued(batcher, 4)
+        run.gate.set()
+        results = await waiting
         await busy
         await batcher.close()
         return results

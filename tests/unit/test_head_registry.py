@@ -52,8 +52,9 @@ def test_versions_latest_and_tenant_isolation(
         with pytest.raises(NotFound):
             await registry.delete("globex", "h")
         loaded = await registry.load("acme", "h")
-        probe = np.zeros((1, 8), np.float32)
-        assert loaded.predict(probe)[0].label in ("a", "b")
+        # One probe at each class's centre (0 and 3 in every dimension).
+        probe = np.array([[0.0] * 8, [3.0] * 8], np.float32)
+        assert [p.label for p in loaded.predict(probe)] == ["a", "b"]
         await registry.delete("acme", "h", 2)
         assert (await registry.get("acme", "h")).version == 1
         # A deleted version number is never reused.

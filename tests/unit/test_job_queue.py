@@ -7,12 +7,14 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from heads import TrainedHead, train_head, utc_now
 from service.errors import ResourceExhausted
@@ -209,6 +211,41 @@ def test_cancel_requests_end_a_queued_job_at_once_and_reach_the_lease_holder(
         clock.advance(LEASE_S + 1)
         outcome, _ = await queue.claim()
         assert isinstance(outcome, Ended) and outcome.snapshot.state is JobState.CANCELLED
+
+    run(scenario())
+
+
+def test_an_ended_job_keeps_no_stored_request(db: Database) -> None:
+    """Cancelled while queued, failed by its holder, ended by a claim: each row's payload is
+    dropped; a job that may still run keeps its own."""
+    store, clock = JobStore(db), Clock()
+    queue = _queue(db, clock, attempts=1)
+
+    def payloads(session: Session) -> dict[str, bytes | None]:
+        return {
+            job_id: payload
+            for job_id, payload in session.execute(select(JobRow.job_id, JobRow.payload))
+        }
+
+    async def scenario() -> None:
+        failed = await _admit(store, "acme")
+        claimed = await _claimed(queue)
+        ended = replace(claimed.snapshot, state=JobState.FAILED, stage="failed", error="bad")
+        await store.save(ended, claimed.token)
+        cancelled = await _admit(store, "acme")
+        await store.request_cancel("acme", cancelled.job_id, clock())
+        exhausted = await _admit(store, "acme")
+        await _claimed(queue)
+        clock.advance(LEASE_S + 1)  # its replica died; one attempt allowed
+        outcome, _ = await queue.claim()
+        assert isinstance(outcome, Ended) and outcome.snapshot.job_id == exhausted.job_id
+        waiting = await _admit(store, "acme")
+        assert db.call(payloads) == {
+            failed.job_id: None,
+            cancelled.job_id: None,
+            exhausted.job_id: None,
+            waiting.job_id: PAYLOAD,
+        }
 
     run(scenario())
 

@@ -90,8 +90,9 @@ def test_a_lost_database_is_refused_and_repair_brings_every_head_back(
     assert registry.sweep_unpublished().quarantined == []
     listed = asyncio.run(registry.list("acme"))
     assert [c.name for c in listed] == ["a", "b"]
-    probe = np.zeros((1, 8), np.float32)
-    assert asyncio.run(registry.load("globex", "a")).predict(probe)[0].label in ("a", "b")
+    probe = np.array([[0.0] * 8, [3.0] * 8], np.float32)  # each class's centre
+    restored = asyncio.run(registry.load("globex", "a")).predict(probe)
+    assert [p.label for p in restored] == ["a", "b"]
     assert _publish(registry, "acme", "a", trained) == 2  # numbering goes on
     db.close()
 
