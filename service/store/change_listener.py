@@ -17,6 +17,8 @@ from collections.abc import Callable
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from service.store.postgres_socket import CONNECT_TIMEOUT_S, KEEPALIVES
+
 log = logging.getLogger(__name__)
 
 #: Seconds one wait for notifications lasts before the stop flag and the ping are checked.
@@ -28,10 +30,6 @@ FIRST_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 2.0
 #: The listener's application_name in pg_stat_activity.
 APPLICATION_NAME = "transferd-changes"
-# Seconds: connecting; TCP keepalives (idle, interval, count); unacknowledged data (ms below).
-CONNECT_TIMEOUT_S = 3
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-              "keepalives_count": 2, "tcp_user_timeout": 10_000}  # fmt: skip
 
 
 class ChangeListener:

@@ -34,6 +34,7 @@ from service import metrics
 from service.errors import Unavailable
 from service.store.disk_errors import disk_full_as_exhausted
 from service.store.migrate import migrate
+from service.store.postgres_socket import CONNECT_TIMEOUT_S, KEEPALIVES
 
 T = TypeVar("T")
 
@@ -79,8 +80,6 @@ def _sqlite_begin(connection) -> None:
 
 #: PostgreSQL: worker threads, and pooled connections, of one replica's database calls.
 POSTGRES_THREADS = 8
-#: PostgreSQL: seconds to wait for a connection before the call answers UNAVAILABLE.
-POSTGRES_CONNECT_TIMEOUT_S = 3
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -113,7 +112,8 @@ class Database:
                 url,
                 pool_size=POSTGRES_THREADS,
                 pool_pre_ping=True,  # a connection the server dropped is replaced, not used
-                connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+                # Bounded waits on a lost peer: a cut connection fails its call, not hangs it.
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_S, **KEEPALIVES},
             )
             self.where = f"PostgreSQL at {parsed.host}:{parsed.port or 5432}/{parsed.database}"
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -23,7 +24,10 @@ def run(scenario: Coroutine[Any, Any, T], timeout_s: float = SCENARIO_TIMEOUT_S)
         try:
             async with asyncio.timeout(timeout_s):
                 return await scenario
-        except TimeoutError:
-            raise AssertionError(f"the scenario did not finish within {timeout_s:g} s") from None
+        except TimeoutError as error:
+            # Where every thread was (a database call, a join): the scenario's own place is in
+            # the chained traceback.
+            faulthandler.dump_traceback(all_threads=True)
+            raise AssertionError(f"the scenario did not finish within {timeout_s:g} s") from error
 
     return asyncio.run(bounded())
