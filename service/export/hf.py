@@ -1,6 +1,6 @@
 """`transferd export --hf-model PATH --name NAME`: an operator's own Hugging Face model as a backbone.
 
-Text (BERT, RoBERTa, DistilBERT, GPT-2) or image (ViT, ResNet), chosen by the folder's
+Text (BERT, RoBERTa, DistilBERT, MPNet, GPT-2) or image (ViT, ResNet), chosen by the folder's
 config.json. Verified and published like the default backbones; nothing is downloaded.
 """
 

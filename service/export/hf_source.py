@@ -19,7 +19,7 @@ from service.backbones.card import sha256_of_file
 
 log = logging.getLogger(__name__)
 
-TEXT_FAMILIES = ("bert", "distilbert", "gpt2", "roberta")
+TEXT_FAMILIES = ("bert", "distilbert", "gpt2", "mpnet", "roberta")
 IMAGE_FAMILIES = ("resnet", "vit")
 # Causal models: a token sees only the tokens before it, so the first token knows nothing of the
 # text ("cls" is refused) and the last one has seen all of it (the default).
@@ -30,6 +30,7 @@ POOLINGS: dict[str, tuple[str, ...]] = {
     "bert": ("mean", "cls", "last"),
     "distilbert": ("mean", "cls", "last"),
     "roberta": ("mean", "cls", "last"),
+    "mpnet": ("mean", "cls", "last"),
     "gpt2": ("last", "mean"),
     "vit": ("cls", "mean"),
     "resnet": ("avg",),
@@ -60,7 +61,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # Models whose base class has an optional pooler (dense + tanh on the first token) that the
 # export never uses: not built, so that a folder saved without one is not "missing" weights.
-_OPTIONAL_POOLER = ("bert", "roberta", "vit")
+_OPTIONAL_POOLER = ("bert", "mpnet", "roberta", "vit")
 
 # A backbone name is a folder of the model repository and a Triton model name.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -175,8 +176,8 @@ def max_positions(folder: HfFolder) -> int:
     if folder.model_type == "gpt2":
         return int(config.get("n_positions") or config["n_ctx"])
     limit = int(config["max_position_embeddings"])
-    if folder.model_type == "roberta":
-        # RoBERTa numbers positions from pad_token_id + 1 (fairseq's convention).
+    if folder.model_type in ("mpnet", "roberta"):
+        # Both number positions from pad_token_id + 1 (fairseq's convention).
         limit -= int(config.get("pad_token_id", 1)) + 1
     return limit
 

@@ -1,4 +1,5 @@
-"""Export of a text encoder from a local Hugging Face folder: BERT, RoBERTa, DistilBERT, GPT-2.
+"""Export of a text encoder from a local Hugging Face folder: BERT, RoBERTa, DistilBERT, MPNet,
+GPT-2.
 
 Generalises the MiniLM recipe: eager attention, a wrapper that puts pooling (`mean` over the
 mask, `cls` = first token, `last` = last real token) and optional L2 normalisation inside the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,9 @@ RECIPE = "hf-text-pool-fused/1"
 TOKENIZER_FILE = "tokenizer.json"
 
 # ONNX Runtime's fusion family for each model type (attention, LayerNorm, GELU fused).
-_FUSION_TYPE = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "gpt2": "gpt2"}
+_FUSION_TYPE = {
+    "bert": "bert", "roberta": "bert", "distilbert": "bert", "mpnet": "bert", "gpt2": "gpt2"
+}  # fmt: skip
 
 
 def dims(folder: HfFolder) -> tuple[int, int]:
@@ -98,7 +103,7 @@ def _wrapper(folder: HfFolder, options: ExportOptions) -> Any:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             # The gateway pads with 0; the model's own pad id under the mask reproduces what its
-            # tokenizer would pad with (RoBERTa numbers positions by it; GPT-2 has none: eos).
+            # tokenizer would pad with (RoBERTa and MPNet number positions by it; GPT-2 has none: eos).
             ids = torch.where(attention_mask > 0, input_ids, torch.full_like(input_ids, pad_id))
             extra = {"token_type_ids": torch.zeros_like(ids)} if pass_token_types else {}
             hidden = self.model(input_ids=ids, attention_mask=attention_mask, **extra)[0]
@@ -168,10 +173,13 @@ def reference_embeddings(
 
 def onnx_embeddings(
     model_file: Path, tokenizer_file: Path, max_sequence_length: int, sentences: list[str]
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """The serving path: the gateway's tokenizer and collation, all sentences in one batch.
 
     One batch that mixes a 3-token text with a truncated one checks that padding is masked out.
+
+    Returns:
+        The embeddings, and how many sentences the tokenizer truncated.
     """
     import onnxruntime as ort
 
@@ -181,7 +189,24 @@ def onnx_embeddings(
     items = TextPreprocessor(tokenizer_file, max_sequence_length).tokenize(sentences)
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     (out,) = session.run([OUTPUT_NAME], collate_text(items))
-    return out
+    return out, sum(item.truncated for item in items)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an export is verified against: embeddings of the sentences, and how to say so."""
+
+    embed: Callable[[list[str]], np.ndarray]
+    description: str
+
+
+def transformers_reference(folder: HfFolder, options: ExportOptions) -> Reference:
+    """The torch model on each sentence alone through the folder's own tokenizer (the default)."""
+    tokenizer = load_tokenizer(folder)
+    return Reference(
+        lambda sentences: reference_embeddings(folder, options, tokenizer, sentences),
+        "vs the torch model on each sentence alone",
+    )
 
 
 def build(
@@ -191,27 +216,36 @@ def build(
     source: dict[str, str],
     sentences: list[str],
     min_cosine: float,
+    recipe: str = RECIPE,
+    reference: Reference | None = None,
 ) -> tuple[BackboneCard, bytes, dict[str, bytes]]:
     """Exports and verifies; returns the card, the model and the side files, written nowhere yet.
 
+    Args:
+        recipe: The card's recipe (a default backbone has its own, see export/mpnet.py).
+        reference: What to verify against; None: `transformers_reference`.
+
     Raises:
         HfExportError: the tokenizer cannot be served.
-        ExportVerificationError: ONNX Runtime disagrees with the torch model.
+        ExportVerificationError: ONNX Runtime disagrees with the reference.
     """
     assert options.max_sequence_length is not None
     tokenizer = load_tokenizer(folder)
     tokenizer_json = serving_tokenizer_json(tokenizer, options.max_sequence_length)
+    reference = reference or transformers_reference(folder, options)
     with tempfile.TemporaryDirectory(prefix="transferd-export-") as tmp:
         model_file = Path(tmp) / "model.onnx"
         tokenizer_file = Path(tmp) / TOKENIZER_FILE
         tokenizer_file.write_bytes(tokenizer_json)
         export_onnx(folder, options, model_file)
-        worst = check_min_cosine(
-            reference_embeddings(folder, options, tokenizer, sentences),
-            onnx_embeddings(model_file, tokenizer_file, options.max_sequence_length, sentences),
-            min_cosine,
+        exported, truncated = onnx_embeddings(
+            model_file, tokenizer_file, options.max_sequence_length, sentences
         )
-        log.info("%s verified on %d sentences: min cosine %.7f", name, len(sentences), worst)
+        worst = check_min_cosine(reference.embed(sentences), exported, min_cosine)
+        log.info(
+            "%s verified on %d sentences (%d truncated at %d tokens): min cosine %.7f",
+            name, len(sentences), truncated, options.max_sequence_length, worst,
+        )  # fmt: skip
         card = BackboneCard(
             name=name,
             modality="text",
@@ -223,12 +257,12 @@ def build(
             normalized=options.normalize,
             source=source,
             export={
-                "recipe": RECIPE,
+                "recipe": recipe,
                 "opset": OPSET,
                 "verified_min_cosine": round(worst, 7),
                 "verified_on": (
-                    f"{len(sentences)} sentences, one padded batch through the exported "
-                    "tokenizer.json, vs the torch model on each sentence alone"
+                    f"{len(sentences)} sentences ({truncated} truncated), one padded batch "
+                    f"through the exported tokenizer.json, {reference.description}"
                 ),
             },
             tokenizer_file=TOKENIZER_FILE,

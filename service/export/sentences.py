@@ -1,7 +1,7 @@
 """Real sentences of varied length that every text export is verified on.
 
-Short and long, plain and technical, punctuation, digits, non-ASCII, and one text far beyond the
-256-token limit so that truncation is verified too.
+Short and long, plain and technical, punctuation, digits, non-ASCII, and one text beyond every
+default text backbone's limit (MiniLM 256 tokens, MPNet 384) so that truncation is verified too.
 """
 
 from __future__ import annotations
@@ -36,6 +36,6 @@ VERIFICATION_SENTENCES: tuple[str, ...] = (
             "transformed the economics of books in fifteenth-century Europe, spreading literacy, "
             "standardising languages and accelerating the exchange of scientific ideas."
         ]
-        * 4
+        * 6
     ),
 )

@@ -23,14 +23,18 @@ def _copy_export(model_repo: Path, target: Path) -> Path:
 
 
 def test_up_to_date_export_does_nothing(model_repo: Path, tmp_path: Path) -> None:
-    folder = _copy_export(model_repo, tmp_path)
-    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo, repo)
+    stamps = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()}
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "export", "--model-repo", str(tmp_path)],
+        [sys.executable, "-m", "service.cli", "export", "--model-repo", str(repo)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
-    assert "up to date" in result.stdout
-    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == stamps
+    states = [line.split(" in ")[0] for line in result.stdout.splitlines()]
+    assert states == [
+        f"{name}: up to date" for name in (BACKBONE, "all-mpnet-base-v2", "efficientnet-lite0")
+    ]
+    assert {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()} == stamps
 
 
 @pytest.mark.slow

@@ -39,6 +39,15 @@ def test_families_and_their_defaults(tmp_path: Path) -> None:
     roberta_config = {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
     roberta = inspect_folder(_folder(tmp_path / "roberta", roberta_config, TEXT_FILES))
     assert resolve_options(roberta, None, None, None).max_sequence_length == 512
+    # MPNet numbers positions like RoBERTa (from pad + 1): 514 embeddings allow 512 tokens.
+    mpnet_config = {"model_type": "mpnet", "max_position_embeddings": 514, "pad_token_id": 1}
+    mpnet = inspect_folder(_folder(tmp_path / "mpnet", mpnet_config, TEXT_FILES))
+    assert (mpnet.modality, resolve_options(mpnet, None, None, None)) == (
+        "text",
+        resolve_options(mpnet, "mean", 512, True),
+    )
+    with pytest.raises(HfExportError, match="allows 1 to 512"):
+        resolve_options(mpnet, None, 513, None)
     gpt2 = inspect_folder(
         _folder(tmp_path / "gpt2", {"model_type": "gpt2", "n_positions": 1024}, TEXT_FILES)
     )
