@@ -23,6 +23,7 @@ from heads.split import DEFAULT_VALIDATION_FRACTION
 from heads.stopping import TrainingStopped
 from heads.targets import Task
 from heads.training import Progress, TrainedHead, check_request, train_head
+from heads.transfer import RawInputs, TransferReport
 
 __all__ = [
     "DEFAULT_COST_CAPS",
@@ -40,10 +41,12 @@ __all__ = [
     "LoadedHead",
     "Prediction",
     "Progress",
+    "RawInputs",
     "Task",
     "TrainedHead",
     "TrainingSummary",
     "TrainingStopped",
+    "TransferReport",
     "available_kinds",
     "check_cost",
     "check_request",

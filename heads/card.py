@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from heads.errors import HeadFormatError
 from heads.targets import EncodedTargets, Task, canonical_targets, encode_targets
+from heads.transfer import TransferReport
 
 FORMAT_VERSION = 1
 
@@ -92,6 +93,9 @@ class TrainingSummary(BaseModel):
         num_examples: Number of training examples (training and validation parts).
         data_hash: `data_hash` of the training set.
         onnx_sha256: SHA-256 (hex) of the head's ONNX bytes.
+        transfer: The head against a model trained from scratch on the raw input (see
+            `heads.transfer`); None when it was not measured (no raw input, too few
+            validation examples, or a card from before the check).
     """
 
     # strict: no coercion ("3" is not a version, true is not a count) except where a field
@@ -107,6 +111,7 @@ class TrainingSummary(BaseModel):
     num_examples: Annotated[int, Field(ge=0)]
     data_hash: Hex64
     onnx_sha256: Hex64
+    transfer: TransferReport | None = None
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -169,8 +174,12 @@ class HeadCard(TrainingSummary):
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the card as a JSON-able dict (task as its string value): the card's fields
-        only, also for a subclass that carries more beside them."""
-        return self.model_dump(mode="json", include=set(HeadCard.model_fields))
+        only, also for a subclass that carries more beside them. A card without a transfer
+        report leaves the key out, so that it stays readable by releases before the report."""
+        data = self.model_dump(mode="json", include=set(HeadCard.model_fields))
+        if data["transfer"] is None:
+            del data["transfer"]
+        return data
 
     def to_json(self) -> str:
         """Serialises the card as JSON (keys sorted, UTF-8 text, no NaN)."""

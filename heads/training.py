@@ -30,10 +30,11 @@ from heads.split import DEFAULT_VALIDATION_FRACTION, check_validation_fraction, 
 from heads.stopping import StopCheck, checkpoint, stop_checks
 from heads.targets import EncodedTargets, Task, encode_targets
 from heads.threads import single_threaded_blas
+from heads.transfer import RawInputs, compare_with_baseline
 
 #: Progress callback: (stage, fraction of the head's training done, 0..1). Stages, in order:
-#: ``split``, ``fit``, ``evaluate``, ``refit``, ``export``, ``done``. An exception it raises
-#: (e.g. the job was cancelled) aborts training and propagates.
+#: ``split``, ``fit``, ``evaluate``, ``baseline`` (given raw inputs), ``refit``, ``export``,
+#: ``done``. An exception it raises (e.g. the job was cancelled) aborts training and propagates.
 Progress = Callable[[str, float], None]
 
 
@@ -148,6 +149,7 @@ def train_head(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
+    raw: RawInputs | None = None,
 ) -> TrainedHead:
     """Trains, evaluates, exports and verifies one head.
 
@@ -164,6 +166,9 @@ def train_head(
         should_stop: Optional; once it returns True, training stops at its next checkpoint
             (every stage, every mlp epoch and few batches, every CV candidate and fold) by
             raising `heads.stopping.TrainingStopped`.
+        raw: The examples' raw inputs (texts, or downscaled pixels), in the order of
+            `embeddings`: the head is then compared with a model trained from scratch on them,
+            on the same split (`heads.transfer`), and the summary carries the report.
 
     Returns:
         The trained head with verified ONNX bytes.
@@ -175,7 +180,7 @@ def train_head(
         TrainingStopped: ``should_stop`` returned True.
     """
     with stop_checks(should_stop):
-        return _train(kind, embeddings, targets, params, validation_fraction, progress)
+        return _train(kind, embeddings, targets, params, validation_fraction, progress, raw)
 
 
 def _train(
@@ -185,6 +190,7 @@ def _train(
     params: Mapping[str, str] | None,
     validation_fraction: float,
     progress: Progress | None,
+    raw: RawInputs | None,
 ) -> TrainedHead:
     def report(stage: str, fraction: float) -> None:
         checkpoint()  # every stage boundary is a place to stop
@@ -194,6 +200,10 @@ def _train(
     fraction = check_validation_fraction(validation_fraction)
     head_kind, encoded, parsed = _resolve(kind, targets, params)
     x = _check_embeddings(embeddings, len(encoded))
+    if raw is not None and len(raw) != len(encoded):
+        raise InvalidTrainingData(
+            "examples", f"{len(raw)} raw inputs for {len(encoded)} targets; need one per example"
+        )
 
     report("split", 0.0)
     train, val = split_indices(encoded, fraction)
@@ -203,6 +213,10 @@ def _train(
         report("evaluate", 0.6)
         val_scores = first.model.scores(x[val]) if len(val) else np.empty((0,))
         metrics = evaluate(val_scores, encoded.subset(val), num_train=len(train))
+        transfer = None
+        if raw is not None:
+            report("baseline", 0.62)
+            transfer = compare_with_baseline(raw, encoded, train, val, val_scores)
         final = first
         if len(val):
             report("refit", 0.65)
@@ -221,5 +235,6 @@ def _train(
         num_examples=len(encoded),
         data_hash=data_hash(x, encoded),
         onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        transfer=transfer,
     )
     return TrainedHead(summary, onnx_bytes)

@@ -49,6 +49,12 @@ INFERENCE_LATENCY = Histogram(
 JOBS_FINISHED = Counter(
     "transferd_training_jobs", "Training jobs that ended, by final state.", ["state"]
 )
+NEGATIVE_TRANSFER = Counter(
+    "transferd_negative_transfer_heads",
+    "Heads published although a model trained from scratch on the raw input beat them "
+    "(heads.transfer), by backbone.",
+    ["backbone"],
+)
 JOB_WRITE_FAILURES = Counter(
     "transferd_job_write_failures",
     "Job state writes that raised (progress is best effort; a final state is retried).",

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from heads import HeadCard, Prediction
+from heads import HeadCard, Prediction, TransferReport
 from service.jobs.model import JobSnapshot, JobState, Target
 from service.jobs.validation import ConflictingTargets, MissingTarget
 from service.predictor import PredictResult
@@ -44,12 +44,18 @@ def target_from_pb(example: heads_pb2.Example) -> Target | MissingTarget | Confl
     return example.value
 
 
+def transfer_to_pb(report: TransferReport | None) -> heads_pb2.TransferReport | None:
+    """None (the field left unset) when the head was not compared with a baseline."""
+    return None if report is None else heads_pb2.TransferReport(**report.model_dump())
+
+
 def job_to_pb(job: JobSnapshot) -> heads_pb2.Job:
     return heads_pb2.Job(
         job_id=job.job_id, head=job.head, version=job.version, state=_STATE_TO_PB[job.state],
         stage=job.stage, progress=job.progress, error=job.error, metrics=job.metrics,
         backbone=job.backbone, kind=job.kind, num_examples=job.num_examples,
         created_at=_timestamp(job.created_at), updated_at=_timestamp(job.updated_at),
+        transfer=transfer_to_pb(job.transfer),
     )  # fmt: skip
 
 
@@ -61,7 +67,7 @@ def head_to_pb(card: HeadCard) -> heads_pb2.Head:
         backbone_fingerprint=card.backbone_fingerprint, kind=card.kind, task=str(card.task),
         labels=card.labels, metrics=card.metrics, num_examples=card.num_examples,
         params=card.params, created_at=_timestamp(card.created_at),
-        damaged=damage is not None, health=damage or "",
+        damaged=damage is not None, health=damage or "", transfer=transfer_to_pb(card.transfer),
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from heads import RawInputs
 from service import metrics, request_context
 from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import BackboneCard
@@ -137,3 +138,18 @@ class Embedder:
             vectors = await served.runtime.embed(prepared.items, tenant, deadline)
         metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(inputs))
         return EmbedResult(served.card, vectors, prepared.truncated_to)
+
+    async def baseline_inputs(
+        self, backbone: str, inputs: list[Input], wheres: list[str], tenant: str
+    ) -> RawInputs:
+        """`inputs`, already embedded by `embed`, as a from-scratch baseline sees them (texts,
+        or downscaled pixels), under the same admission as embedding them.
+
+        Raises:
+            InvalidArgument: an unknown backbone, or an image that does not decode.
+            ResourceExhausted: the tenant is over its share of the backbone.
+        """
+        served = self.get(backbone)
+        costs = served.modality.costs(inputs)
+        with served.admission.admit(tenant, sum(costs)):
+            return await served.modality.baseline_inputs(inputs, wheres, costs, tenant)

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from heads.targets import Target
+from heads.transfer import TransferReport
 from service.backbones.inputs import Input
 
 
@@ -54,3 +55,4 @@ class JobSnapshot:
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     version: int = 0
+    transfer: TransferReport | None = None  # the head against a from-scratch baseline

@@ -1,4 +1,5 @@
-"""One training job from start to finish: embed the examples, train, publish.
+"""One training job from start to finish: embed the examples, train (and compare with a
+from-scratch baseline on the raw inputs), publish.
 
 Progress over the whole job: embedding 0–50%, training (heads' own stages) 50–95%, publishing
 95–100%.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
@@ -15,12 +17,15 @@ from typing import TypeVar
 import numpy as np
 from sqlalchemy.orm import Session
 
-from heads import HeadCard, TrainedHead, train_head
+from heads import HeadCard, RawInputs, TrainedHead, train_head
+from service import metrics
 from service.backbones.embedder import Embedder
 from service.jobs.control import JobControl
 from service.jobs.model import TrainingRequest
 from service.request_context import TRAINING_TENANT
 from service.store.registry import HeadRegistry
+
+log = logging.getLogger(__name__)
 
 Report = Callable[[str, float], None]  # called on the event loop
 T = TypeVar("T")
@@ -53,6 +58,7 @@ async def run_training(
     """
     report("embedding", 0.0)
     chunks: list[np.ndarray] = []
+    raw_chunks: list[RawInputs] = []
     for start in range(0, len(request.inputs), chunk_size):
         if control.is_set():
             raise JobCancelled()
@@ -64,9 +70,14 @@ async def run_training(
             request.backbone, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
         )
         chunks.append(result.vectors)
+        # What the from-scratch baseline learns from (heads.transfer).
+        raw_chunks.append(
+            await embedder.baseline_inputs(request.backbone, chunk, wheres, TRAINING_TENANT)
+        )
         done = min(start + chunk_size, len(request.inputs))
         report("embedding", EMBED_SHARE * done / len(request.inputs))
     embeddings = np.concatenate(chunks)
+    raw = RawInputs.join(raw_chunks)
     card = result.card
 
     loop = asyncio.get_running_loop()
@@ -79,10 +90,11 @@ async def run_training(
     def train() -> TrainedHead:
         return train_head(
             request.kind, embeddings, request.targets, request.params,
-            request.validation_fraction, on_progress, should_stop=control.is_set,
+            request.validation_fraction, on_progress, should_stop=control.is_set, raw=raw,
         )  # fmt: skip
 
     trained = await run_to_the_end(loop.run_in_executor(executor, train))
+    _tell_of_negative_transfer(tenant, request, trained)
     if not control.begin_publishing():
         raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
@@ -90,6 +102,18 @@ async def run_training(
         tenant, request.head, trained, card.name, card.fingerprint,
         commit_with=None if commit_with is None else functools.partial(commit_with, trained),
     )  # fmt: skip
+
+
+def _tell_of_negative_transfer(tenant: str, request: TrainingRequest, trained: TrainedHead) -> None:
+    """Logs and counts a head that a from-scratch model beat: it is still published (the job
+    succeeds), and its Job and Head carry the warning."""
+    transfer = trained.summary.transfer
+    if transfer is None or not transfer.negative_transfer:
+        return
+    metrics.NEGATIVE_TRANSFER.labels(backbone=request.backbone).inc()
+    log.warning(
+        "tenant %s, head %s on %s: %s", tenant, request.head, request.backbone, transfer.warning
+    )
 
 
 async def run_to_the_end(thread: asyncio.Future[T]) -> T:

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from heads import TrainedHead, utc_now
+from heads import TrainedHead, TransferReport, utc_now
 from service.errors import ResourceExhausted
 from service.jobs.model import JobSnapshot, JobState
 from service.jobs.outcomes import CANCEL_REASON
@@ -54,6 +54,10 @@ def snapshot(row: JobRow) -> JobSnapshot:
         stage=row.stage, progress=row.progress, error=row.error,
         metrics=json.loads(row.metrics_json), version=row.version,
         created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
+        transfer=(
+            None if row.transfer_json is None
+            else TransferReport.model_validate_json(row.transfer_json)
+        ),
     )  # fmt: skip
 
 
@@ -63,6 +67,7 @@ def changing_columns(job: JobSnapshot) -> dict[str, Any]:
         "state": job.state.value, "stage": job.stage, "progress": job.progress,
         "error": job.error, "metrics_json": json.dumps(job.metrics), "version": job.version,
         "updated_at": job.updated_at,
+        "transfer_json": None if job.transfer is None else job.transfer.model_dump_json(),
     }  # fmt: skip
 
 
@@ -230,6 +235,7 @@ class Success:
         done = replace(
             self._job, state=JobState.SUCCEEDED, stage="done", progress=1.0, error="",
             version=version, metrics=dict(trained.summary.metrics), updated_at=utc_now(),
+            transfer=trained.summary.transfer,
         )  # fmt: skip
         statement = (
             update(JobRow)

@@ -99,6 +99,8 @@ class JobRow(Base):
     progress: Mapped[float] = mapped_column()
     error: Mapped[str] = mapped_column(Text, default="")
     metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    # The published head's transfer report (heads.transfer), as JSON; NULL when there is none.
+    transfer_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -137,6 +137,13 @@ def test_get_and_list_heads_describe_the_card(trained: dict, heads_stub) -> None
     assert head.backbone == "all-minilm-l6-v2" and len(head.backbone_fingerprint) == 64
     assert head.num_examples == 72 and "accuracy" in head.metrics and "C" in head.params
     assert HEAD in [h.name for h in heads_stub.ListHeads(heads_pb2.ListHeadsRequest()).heads]
+    # A topic task is what pretrained features are for: no negative transfer, no warning.
+    report = head.transfer
+    assert report.baseline == "tfidf_word_char+ridge", report
+    assert report.metric == "accuracy"
+    assert report.head_score == pytest.approx(head.metrics["accuracy"], abs=1e-6)
+    assert not report.negative_transfer and report.warning == "", report
+    assert trained["updates"][-1].transfer == report
 
 
 def test_training_again_makes_a_new_version_and_zero_means_latest(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from heads import RawInputs
 from service.backbones.batcher import CallPolicy
 from service.backbones.inputs import Input
 from service.backbones.modalities.tensors import TensorSpec
@@ -67,6 +68,12 @@ class Modality(Protocol):
         deadline: float | None,
     ) -> Prepared:
         """Tokenizes or decodes checked inputs off the event loop, tenants in turn."""
+
+    async def baseline_inputs(
+        self, inputs: list[Input], wheres: list[str], costs: list[int], tenant: str
+    ) -> RawInputs:
+        """Checked inputs as a from-scratch baseline sees them (heads.transfer): the texts, or
+        the images decoded as `prepare` decodes them, then downscaled."""
 
     def tensors(self) -> dict[str, TensorSpec]:
         """The model's inputs, by name, as the gateway sends them."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from heads import RawInputs
+from heads.transfer import downscale
 from service.backbones.batcher import CallPolicy
 from service.backbones.inputs import ImageInput, Input, check_image
 from service.backbones.modalities.base import Batching, Prepared
@@ -59,6 +61,18 @@ class ImageModality:
         ]
         pixels = await self._decoder.decode(tenant, tasks, deadline)
         return Prepared(list(pixels), [0] * len(pixels))
+
+    async def baseline_inputs(
+        self, inputs: list[Input], wheres: list[str], costs: list[int], tenant: str
+    ) -> RawInputs:
+        # Decoded a second time, not kept from `prepare`: the embedding path hands its pixels
+        # to the runtime and keeps nothing, and a job's decoding costs little next to inference.
+        tasks = [
+            (_data(item), where, cost)
+            for item, where, cost in zip(inputs, wheres, costs, strict=True)
+        ]
+        pixels = await self._decoder.decode(tenant, tasks, None)
+        return RawInputs("pixels", pixels=np.stack([downscale(image) for image in pixels]))
 
     def tensors(self) -> dict[str, TensorSpec]:
         return image_tensors(self.preprocessor.image_size)

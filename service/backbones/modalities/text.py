@@ -7,6 +7,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from heads import RawInputs
 from service.backbones.inputs import Input, TextInput, check_text
 from service.backbones.modalities.base import Batching, Prepared
 from service.backbones.modalities.tensors import TEXT_TENSORS, TensorSpec
@@ -79,6 +80,11 @@ class TextModality:
         tokenized = await loop.run_in_executor(self._pool, self.preprocessor.tokenize, texts)
         truncated = [item.length if item.truncated else 0 for item in tokenized]
         return Prepared(list(tokenized), truncated)
+
+    async def baseline_inputs(
+        self, inputs: list[Input], wheres: list[str], costs: list[int], tenant: str
+    ) -> RawInputs:
+        return RawInputs("text", tuple(_text(item) for item in inputs))
 
     def tensors(self) -> dict[str, TensorSpec]:
         return dict(TEXT_TENSORS)

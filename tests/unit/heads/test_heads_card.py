@@ -202,3 +202,29 @@ def test_data_hash_is_canonical_and_sensitive() -> None:
     # Ints and floats are the same regression value; a value differs from a label.
     assert data_hash(x, [1, 2, 3, 4]) == data_hash(x, [1.0, 2.0, 3.0, 4.0])
     assert data_hash(x, ["1", "2", "3", "4"]) != data_hash(x, [1.0, 2.0, 3.0, 4.0])
+
+
+REPORT = {
+    "baseline": "tfidf_word_char+ridge", "baseline_score": 1.0,
+    "head_score": 0.55, "metric": "accuracy", "negative_transfer": True, "warning": "try another",
+}  # fmt: skip
+
+
+def test_a_transfer_report_round_trips_and_its_absence_writes_no_key() -> None:
+    card = _card(transfer=REPORT)
+    assert card.transfer is not None and card.transfer.negative_transfer
+    assert HeadCard.from_json(card.to_json()) == card
+    assert "transfer" not in json.loads(_card().to_json())  # readable by older releases
+
+
+@pytest.mark.parametrize(
+    ("report", "field"),
+    [
+        ({**REPORT, "baseline_score": float("nan")}, "transfer.baseline_score"),
+        ({**REPORT, "negative_transfer": "yes"}, "transfer.negative_transfer"),
+        ({**REPORT, "extra": 1}, "transfer.extra"),
+    ],
+)
+def test_a_bad_transfer_report_names_its_field(report: dict, field: str) -> None:
+    with pytest.raises(HeadFormatError, match=rf"^invalid head card: {field}: "):
+        HeadCard.from_json(_mutated(transfer=report))
