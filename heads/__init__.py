@@ -7,6 +7,7 @@ protobuf or the service. Training: `train_head` -> `TrainedHead` (verified ONNX 
 The ONNX I/O contract every head honours is documented in `heads.contract`.
 """
 
+from heads.backbone_choice import AUTO_BACKBONE, BackboneScore
 from heads.budget import DEFAULT_COST_CAPS, CostEstimate, check_cost, estimate_cost
 from heads.card import FORMAT_VERSION, HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import (
@@ -17,6 +18,7 @@ from heads.errors import (
     InvalidParams,
     InvalidTrainingData,
 )
+from heads.kind_choice import AUTO_KIND, KindScore
 from heads.kinds import DEFAULT_KIND, available_kinds
 from heads.runtime import LoadedHead, Prediction
 from heads.split import DEFAULT_VALIDATION_FRACTION
@@ -26,10 +28,13 @@ from heads.training import Progress, TrainedHead, check_request, train_head
 from heads.transfer import RawInputs, TransferReport
 
 __all__ = [
+    "AUTO_BACKBONE",
+    "AUTO_KIND",
     "DEFAULT_COST_CAPS",
     "DEFAULT_KIND",
     "DEFAULT_VALIDATION_FRACTION",
     "FORMAT_VERSION",
+    "BackboneScore",
     "CostEstimate",
     "HeadCard",
     "HeadError",
@@ -38,6 +43,7 @@ __all__ = [
     "InvalidInput",
     "InvalidParams",
     "InvalidTrainingData",
+    "KindScore",
     "LoadedHead",
     "Prediction",
     "Progress",

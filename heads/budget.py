@@ -20,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from heads.errors import InvalidParams
-from heads.kinds import get_kind
+from heads.kind_choice import AUTO_KIND, FOLDS
+from heads.kinds import DEFAULT_KIND, candidate_kinds, get_kind
 from heads.params import parse_params
 from heads.shape import ProblemShape
 from heads.split import DEFAULT_VALIDATION_FRACTION
-from heads.targets import Task, encode_targets
+from heads.targets import EncodedTargets, Task, encode_targets
 
 #: Operations one training run of each kind may be estimated at (about an hour of one core for
 #: mlp; the sklearn kinds' cruder models get more headroom).
@@ -53,6 +54,8 @@ class CostEstimate:
     kind: str
     operations: float
     fields: tuple[str, ...]
+    #: Kind "auto": each candidate's share (the choice's fits included), each held to its own cap.
+    parts: tuple[CostEstimate, ...] = ()
 
 
 def estimate_cost(
@@ -61,6 +64,7 @@ def estimate_cost(
     params: Mapping[str, str] | None,
     dim: int,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    probe_dims: Sequence[int] = (),
 ) -> CostEstimate:
     """Estimates what training this request would cost (targets are encoded, nothing is fitted).
 
@@ -70,26 +74,83 @@ def estimate_cost(
         params: The caller's hyper-parameters as strings.
         dim: Embedding width of the backbone.
         validation_fraction: Share held out for metrics.
+        probe_dims: Backbone "auto": the width of each candidate backbone, whose probe
+            (`heads.backbone_choice`) is counted as a part of its own; `dim` is then the
+            widest.
 
     Raises:
         InvalidTrainingData, InvalidParams: As `heads.check_request` would.
     """
     encoded = encode_targets(targets)
+    main = _estimate(kind, encoded, params, dim, validation_fraction)
+    if not probe_dims:
+        return main
+    probe = get_kind("ridge" if encoded.task is Task.REGRESSION else DEFAULT_KIND, encoded.task)
+    probes = tuple(
+        CostEstimate(
+            probe.name,
+            probe.cost(_shape(encoded, width, validation_fraction), parse_params(probe.params, {}))
+            * (FOLDS + 2),
+            ("examples",),
+        )
+        for width in probe_dims
+    )
+    parts = (*(main.parts or (main,)), *probes)
+    return CostEstimate(main.kind, sum(p.operations for p in parts), main.fields, parts)
+
+
+def _shape(encoded: EncodedTargets, dim: int, validation_fraction: float) -> ProblemShape:
+    n_labels = 0 if encoded.task is Task.REGRESSION else len(encoded.labels)
+    return ProblemShape(len(encoded), dim, encoded.task, n_labels, validation_fraction)
+
+
+def _estimate(
+    kind: str,
+    encoded: EncodedTargets,
+    params: Mapping[str, str] | None,
+    dim: int,
+    validation_fraction: float,
+) -> CostEstimate:
+    """One kind's estimate (kind "auto": every candidate's)."""
+    if kind == AUTO_KIND:
+        return _estimate_auto(encoded, dim, validation_fraction)
     head_kind = get_kind(kind, encoded.task)
     given = dict(params or {})
     parsed = parse_params(head_kind.params, given)
-    n_labels = 0 if encoded.task is Task.REGRESSION else len(encoded.labels)
-    shape = ProblemShape(len(encoded), dim, encoded.task, n_labels, validation_fraction)
+    shape = _shape(encoded, dim, validation_fraction)
     fields = tuple(f"params[{name}]" for name in head_kind.cost_params if name in given)
     return CostEstimate(head_kind.name, head_kind.cost(shape, parsed), fields or ("examples",))
+
+
+def _estimate_auto(
+    encoded: EncodedTargets, dim: int, validation_fraction: float
+) -> CostEstimate:
+    """Kind "auto": every candidate is fitted once on the training part and once per fold
+    (`heads.kind_choice`), and the chosen one is then trained as usual (its own estimate)."""
+    shape = _shape(encoded, dim, validation_fraction)
+    parts = tuple(
+        CostEstimate(
+            kind.name,
+            kind.cost(shape, parse_params(kind.params, {})) * (FOLDS + 2),
+            ("examples",),
+        )
+        for kind in candidate_kinds(encoded.task)
+    )
+    return CostEstimate(AUTO_KIND, sum(p.operations for p in parts), ("examples",), parts)
 
 
 def check_cost(estimate: CostEstimate, caps: Mapping[str, float]) -> None:
     """Refuses a run whose estimate is over its kind's cap: it could never run as given.
 
+    Kind "auto" is refused when any candidate is over its own cap, naming the candidate.
+
     Raises:
         InvalidParams: On the fields that drive the cost, stating the estimate and the cap.
     """
+    for part in estimate.parts:
+        check_cost(part, caps)
+    if estimate.parts:
+        return
     cap = caps.get(estimate.kind, FALLBACK_COST_CAP)
     if estimate.operations <= cap:
         return

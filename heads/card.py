@@ -17,7 +17,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from heads.backbone_choice import BackboneScore
 from heads.errors import HeadFormatError
+from heads.kind_choice import KindScore
 from heads.targets import EncodedTargets, Task, canonical_targets, encode_targets
 from heads.transfer import TransferReport
 
@@ -96,6 +98,10 @@ class TrainingSummary(BaseModel):
         transfer: The head against a model trained from scratch on the raw input (see
             `heads.transfer`); None when it was not measured (no raw input, too few
             validation examples, or a card from before the check).
+        kind_scores: With kind "auto": every candidate kind's cross-validated score on the
+            training part, the chosen one marked (`heads.kind_choice`); else empty.
+        backbone_scores: With backbone "auto": every candidate backbone's probe score and
+            LogME, the chosen one marked (`heads.backbone_choice`); else empty.
     """
 
     # strict: no coercion ("3" is not a version, true is not a count) except where a field
@@ -112,6 +118,8 @@ class TrainingSummary(BaseModel):
     data_hash: Hex64
     onnx_sha256: Hex64
     transfer: TransferReport | None = None
+    kind_scores: list[KindScore] = Field(default_factory=list)
+    backbone_scores: list[BackboneScore] = Field(default_factory=list)
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -175,10 +183,12 @@ class HeadCard(TrainingSummary):
     def to_dict(self) -> dict[str, Any]:
         """Returns the card as a JSON-able dict (task as its string value): the card's fields
         only, also for a subclass that carries more beside them. A card without a transfer
-        report leaves the key out, so that it stays readable by releases before the report."""
+        report or choice scores leaves those keys out, so that it stays readable by releases
+        before them."""
         data = self.model_dump(mode="json", include=set(HeadCard.model_fields))
-        if data["transfer"] is None:
-            del data["transfer"]
+        for key in ("transfer", "kind_scores", "backbone_scores"):  # written only when there is something to say
+            if not data[key]:
+                del data[key]
         return data
 
     def to_json(self) -> str:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from heads.backbone_choice import BackboneScore, choose_backbone
 from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
+from heads.kind_choice import AUTO_KIND, KindScore, choose_kind
 from heads.kinds import HeadKind, get_kind
 from heads.metrics import evaluate
 from heads.onnx_export import export_verified
@@ -33,8 +35,9 @@ from heads.threads import single_threaded_blas
 from heads.transfer import RawInputs, compare_with_baseline
 
 #: Progress callback: (stage, fraction of the head's training done, 0..1). Stages, in order:
-#: ``split``, ``fit``, ``evaluate``, ``baseline`` (given raw inputs), ``refit``, ``export``,
-#: ``done``. An exception it raises (e.g. the job was cancelled) aborts training and propagates.
+#: ``split``, ``choosing backbone`` (backbone "auto"), ``choosing kind`` (kind "auto"), ``fit``,
+#: ``evaluate``, ``baseline`` (given raw inputs), ``refit``, ``export``, ``done``. An exception it
+#: raises (e.g. the job was cancelled) aborts training and propagates.
 Progress = Callable[[str, float], None]
 
 
@@ -103,12 +106,22 @@ def _check_embeddings(embeddings: np.ndarray, n_targets: int) -> np.ndarray:
 
 def _resolve(
     kind: str, targets: Sequence[object], params: Mapping[str, str] | None
-) -> tuple[HeadKind, EncodedTargets, dict[str, ParamValue]]:
-    get_kind(kind)  # an unknown kind is reported before anything about the examples
+) -> tuple[HeadKind | None, EncodedTargets, dict[str, ParamValue]]:
+    """The kind (None for "auto": chosen after the split), the targets and the parameters."""
+    if kind != AUTO_KIND:
+        get_kind(kind)  # an unknown kind is reported before anything about the examples
     encoded = encode_targets(targets)
-    head_kind = get_kind(kind, encoded.task)
     if params is not None and not isinstance(params, Mapping):
         raise InvalidParams("params", "must be a map of strings to strings")
+    if kind == AUTO_KIND:
+        if params:
+            raise InvalidParams(
+                "params",
+                'parameters belong to one kind; with kind "auto" leave them out (each '
+                "candidate is tuned as it would be alone)",
+            )
+        return None, encoded, {}
+    head_kind = get_kind(kind, encoded.task)
     return head_kind, encoded, parse_params(head_kind.params, params or {})
 
 
@@ -138,12 +151,12 @@ def check_request(
     """
     check_validation_fraction(validation_fraction)
     head_kind, encoded, _ = _resolve(kind, targets, params)
-    return head_kind.name, encoded.task
+    return (AUTO_KIND if head_kind is None else head_kind.name), encoded.task
 
 
 def train_head(
     kind: str,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Mapping[str, np.ndarray],
     targets: Sequence[object],
     params: Mapping[str, str] | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
@@ -156,8 +169,13 @@ def train_head(
     CPU-bound (up to a few seconds for a thousand examples); the service runs it in an executor.
 
     Args:
-        kind: Head kind name; "" means the default (``logistic_regression``).
-        embeddings: (n, d) embeddings of the examples, any real dtype (used as float32).
+        kind: Head kind name; "" means the default (``logistic_regression``); ``auto`` chooses
+            among the kinds that do the task by cross-validation on the training part
+            (`heads.kind_choice`), and the summary records every candidate's score.
+        embeddings: (n, d) embeddings of the examples, any real dtype (used as float32); or,
+            for backbone "auto", each candidate backbone's embeddings by name (in order of
+            preference): the backbone is then chosen on the training part
+            (`heads.backbone_choice`), and the summary records every candidate's score.
         targets: n targets: ``str`` labels (classification), sequences of ``str`` (multi-label)
             or numbers (regression); see `heads.targets.encode_targets`.
         params: Hyper-parameters as strings (the API's map<string, string>).
@@ -185,7 +203,7 @@ def train_head(
 
 def _train(
     kind: str,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | Mapping[str, np.ndarray],
     targets: Sequence[object],
     params: Mapping[str, str] | None,
     validation_fraction: float,
@@ -199,7 +217,14 @@ def _train(
 
     fraction = check_validation_fraction(validation_fraction)
     head_kind, encoded, parsed = _resolve(kind, targets, params)
-    x = _check_embeddings(embeddings, len(encoded))
+    candidates: dict[str, np.ndarray] | None = None
+    if isinstance(embeddings, Mapping):
+        candidates = {name: _check_embeddings(e, len(encoded)) for name, e in embeddings.items()}
+        if not candidates:
+            raise InvalidTrainingData("backbone", "no candidate backbone to choose from")
+        x = next(iter(candidates.values()))
+    else:
+        x = _check_embeddings(embeddings, len(encoded))
     if raw is not None and len(raw) != len(encoded):
         raise InvalidTrainingData(
             "examples", f"{len(raw)} raw inputs for {len(encoded)} targets; need one per example"
@@ -207,8 +232,29 @@ def _train(
 
     report("split", 0.0)
     train, val = split_indices(encoded, fraction)
+    kind_scores: list[KindScore] = []
+    backbone_scores: list[BackboneScore] = []
     with single_threaded_blas():
-        report("fit", 0.05)
+        fit_at = 0.05
+        if candidates:  # backbone "auto": a probe on the same folds of every backbone
+            report("choosing backbone", 0.01)
+            chosen, backbone_scores = choose_backbone(
+                {name: e[train] for name, e in candidates.items()},
+                encoded.subset(train),
+                lambda done: report("choosing backbone", 0.01 + 0.2 * done),
+            )
+            x = candidates[chosen]
+            fit_at = 0.25
+        if head_kind is None:  # "auto": every candidate on the same folds of the training part
+            start = fit_at - 0.03
+            report("choosing kind", start)
+            head_kind, parsed, kind_scores = choose_kind(
+                x[train],
+                encoded.subset(train),
+                lambda done: report("choosing kind", start + (0.45 - start) * done),
+            )
+            fit_at = 0.45
+        report("fit", fit_at)
         first = head_kind.fit(x[train], encoded.subset(train), parsed)
         report("evaluate", 0.6)
         val_scores = first.model.scores(x[val]) if len(val) else np.empty((0,))
@@ -236,5 +282,7 @@ def _train(
         data_hash=data_hash(x, encoded),
         onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         transfer=transfer,
+        kind_scores=kind_scores,
+        backbone_scores=backbone_scores,
     )
     return TrainedHead(summary, onnx_bytes)

@@ -26,8 +26,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from heads.contract import MULTI_LABEL_THRESHOLD
 from heads.kinds.sklearn_model import quiet_fit
+from heads.scores import TASK_SCORES, predictions
 from heads.targets import EncodedTargets, Task
 
 #: Side of the downscaled image the pixel baseline sees.
@@ -105,42 +105,6 @@ def downscale(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"an image of {image.shape[:2]} is smaller than {PIXELS} pixels")
     blocks = image[:height, :width].reshape(PIXELS, height // PIXELS, PIXELS, width // PIXELS, -1)
     return blocks.mean(axis=(1, 3)).round().astype(np.uint8)
-
-
-def _accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.mean(truth == predicted))
-
-
-def _micro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
-    true_positives = float(np.sum((truth == 1) & (predicted == 1)))
-    wrong = float(np.sum(truth != predicted))
-    # Nothing to find and nothing found is perfect (scikit-learn's zero_division=1).
-    return 1.0 if true_positives + wrong == 0 else 2 * true_positives / (2 * true_positives + wrong)
-
-
-def _r2(truth: np.ndarray, predicted: np.ndarray) -> float:
-    residual = float(np.sum((truth - predicted) ** 2))
-    total = float(np.sum((truth - truth.mean()) ** 2))
-    # A constant truth: perfect or nothing (scikit-learn's force_finite).
-    return (1.0 if residual == 0 else 0.0) if total == 0 else 1.0 - residual / total
-
-
-# Plain numpy, not sklearn.metrics: the bootstrap scores thousands of resamples, and sklearn's
-# input checks cost far more than the arithmetic. The values equal sklearn's (unit-tested).
-METRICS: dict[Task, tuple[str, Callable[[np.ndarray, np.ndarray], float]]] = {
-    Task.CLASSIFICATION: ("accuracy", _accuracy),
-    Task.MULTI_LABEL: ("micro_f1", _micro_f1),
-    Task.REGRESSION: ("r2", _r2),
-}
-
-
-def predictions(scores: np.ndarray, task: Task) -> np.ndarray:
-    """A head's contract-shaped outputs (probabilities or values) as predictions."""
-    if task is Task.CLASSIFICATION:
-        return scores.argmax(axis=1)
-    if task is Task.MULTI_LABEL:
-        return (scores > MULTI_LABEL_THRESHOLD).astype(np.int64)
-    return scores
 
 
 def _features(raw: RawInputs) -> Any:
@@ -246,7 +210,7 @@ def compare_with_baseline(
     """
     if len(val) < 2 or len(train) < 2:
         return None
-    metric, score = METRICS[targets.task]
+    metric, score = TASK_SCORES[targets.task]
     baseline, baseline_predicted = _fit_predict(raw, train, val, targets)
     truth = targets.y[val]
     head_predicted = predictions(head_scores, targets.task)

@@ -42,6 +42,11 @@ def available_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def candidate_kinds(task: Task) -> list[HeadKind]:
+    """Every kind this installation can train that does `task`, the default kind first."""
+    return [kind for kind in _BUILT_IN if task in kind.tasks]
+
+
 def get_kind(name: str, task: Task | None = None) -> HeadKind:
     """Looks a kind up, checking it supports the task.
 
@@ -76,5 +81,6 @@ __all__ = [
     "FittedModel",
     "HeadKind",
     "available_kinds",
+    "candidate_kinds",
     "get_kind",
 ]

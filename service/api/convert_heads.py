@@ -68,6 +68,10 @@ def head_to_pb(card: HeadCard) -> heads_pb2.Head:
         labels=card.labels, metrics=card.metrics, num_examples=card.num_examples,
         params=card.params, created_at=_timestamp(card.created_at),
         damaged=damage is not None, health=damage or "", transfer=transfer_to_pb(card.transfer),
+        kind_scores=[heads_pb2.KindScore(**score.model_dump()) for score in card.kind_scores],
+        backbone_scores=[
+            heads_pb2.BackboneScore(**score.model_dump()) for score in card.backbone_scores
+        ],
     )  # fmt: skip
 
 

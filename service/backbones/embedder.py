@@ -19,7 +19,7 @@ from heads import RawInputs
 from service import metrics, request_context
 from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import BackboneCard
-from service.backbones.inputs import Input, InputLimits, check_count
+from service.backbones.inputs import ImageInput, Input, InputLimits, TextInput, check_count
 from service.backbones.modalities.base import Modality
 from service.backbones.runtimes.base import BackboneRuntime
 from service.errors import InvalidArgument, shown
@@ -42,6 +42,10 @@ class EmbedResult:
     truncated_to: list[int]  # per input: tokens kept when a text was cut, else 0
 
 
+#: The modality a backbone must have to embed each kind of input (embeddings have none).
+MODALITY_OF_INPUT: dict[type, str] = {TextInput: "text", ImageInput: "image"}
+
+
 class Embedder:
     """Validates, preprocesses off the event loop, and embeds through the backbone's runtime."""
 
@@ -59,6 +63,32 @@ class Embedder:
 
     def served(self) -> list[ServedBackbone]:
         return [self._backbones[name] for name in sorted(self._backbones)]
+
+    def candidates_for(self, inputs: list[Input], field: str = "examples") -> list[ServedBackbone]:
+        """Backbone "auto": every served backbone of the inputs' modality, narrowest embedding
+        first (the cheaper one is preferred on a tie).
+
+        Raises:
+            InvalidArgument: the inputs mix modalities, or are precomputed embeddings (which
+                belong to one backbone already), naming the first input that differs.
+        """
+        modalities = [MODALITY_OF_INPUT.get(type(item)) for item in inputs]
+        for index, modality in enumerate(modalities):
+            if modality is None:
+                raise InvalidArgument(
+                    f"{field}[{index}].input",
+                    'backbone "auto" embeds texts or images; an embedding belongs to one backbone',
+                )
+            if modality != modalities[0]:
+                raise InvalidArgument(
+                    f"{field}[{index}].input",
+                    f'backbone "auto" needs inputs of one kind: {modalities[0]} before, '
+                    f"{modality} here",
+                )
+        found = [b for b in self._backbones.values() if b.card.modality == modalities[0]]
+        if not found:
+            raise InvalidArgument("backbone", f"no {modalities[0]} backbone is served here")
+        return sorted(found, key=lambda b: (b.card.dim, b.card.name))
 
     def get(self, name: str, field: str = "backbone") -> ServedBackbone:
         """The served backbone called `name`, or InvalidArgument naming `field`."""

@@ -17,8 +17,9 @@ from typing import TypeVar
 import numpy as np
 from sqlalchemy.orm import Session
 
-from heads import HeadCard, RawInputs, TrainedHead, train_head
+from heads import AUTO_BACKBONE, HeadCard, RawInputs, TrainedHead, train_head
 from service import metrics
+from service.backbones.card import BackboneCard
 from service.backbones.embedder import Embedder
 from service.jobs.control import JobControl
 from service.jobs.model import TrainingRequest
@@ -57,28 +58,43 @@ async def run_training(
         JobCancelled or heads.TrainingStopped: ``control`` was stopped (see its reason).
     """
     report("embedding", 0.0)
-    chunks: list[np.ndarray] = []
+    backbones = (
+        [served.card for served in embedder.candidates_for(request.inputs)]
+        if request.backbone == AUTO_BACKBONE
+        else [embedder.get(request.backbone).card]
+    )
+    # Embedding with several backbones costs their sum: each gets a share of the embedding
+    # progress in proportion to its width, a rough proxy of its compute.
+    widths = [card.dim for card in backbones]
+    vectors: dict[str, np.ndarray] = {}
     raw_chunks: list[RawInputs] = []
-    for start in range(0, len(request.inputs), chunk_size):
-        if control.is_set():
-            raise JobCancelled()
-        # Chunks go through the backbone's fair batcher as one more tenant, "training": live
-        # traffic keeps its share however many jobs run.
-        chunk = request.inputs[start : start + chunk_size]
-        wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
-        result = await embedder.embed(
-            request.backbone, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
-        )
-        chunks.append(result.vectors)
-        # What the from-scratch baseline learns from (heads.transfer).
-        raw_chunks.append(
-            await embedder.baseline_inputs(request.backbone, chunk, wheres, TRAINING_TENANT)
-        )
-        done = min(start + chunk_size, len(request.inputs))
-        report("embedding", EMBED_SHARE * done / len(request.inputs))
-    embeddings = np.concatenate(chunks)
+    for index, card in enumerate(backbones):
+        before = sum(widths[:index]) / sum(widths)
+        share = widths[index] / sum(widths)
+        chunks: list[np.ndarray] = []
+        for start in range(0, len(request.inputs), chunk_size):
+            if control.is_set():
+                raise JobCancelled()
+            # Chunks go through the backbone's fair batcher as one more tenant, "training": live
+            # traffic keeps its share however many jobs run.
+            chunk = request.inputs[start : start + chunk_size]
+            wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
+            result = await embedder.embed(
+                card.name, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
+            )
+            chunks.append(result.vectors)
+            if index == 0:  # what the from-scratch baseline learns from (heads.transfer)
+                raw_chunks.append(
+                    await embedder.baseline_inputs(card.name, chunk, wheres, TRAINING_TENANT)
+                )
+            done = min(start + chunk_size, len(request.inputs)) / len(request.inputs)
+            report("embedding", EMBED_SHARE * (before + share * done))
+        vectors[card.name] = np.concatenate(chunks)
     raw = RawInputs.join(raw_chunks)
-    card = result.card
+    # One backbone: its embeddings; "auto": every candidate's, chosen from by heads.
+    embeddings: np.ndarray | dict[str, np.ndarray] = (
+        vectors if request.backbone == AUTO_BACKBONE else vectors[backbones[0].name]
+    )
 
     loop = asyncio.get_running_loop()
 
@@ -94,7 +110,8 @@ async def run_training(
         )  # fmt: skip
 
     trained = await run_to_the_end(loop.run_in_executor(executor, train))
-    _tell_of_negative_transfer(tenant, request, trained)
+    card = _trained_on(trained, backbones)
+    _tell_of_negative_transfer(tenant, request.head, card.name, trained)
     if not control.begin_publishing():
         raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
@@ -104,16 +121,23 @@ async def run_training(
     )  # fmt: skip
 
 
-def _tell_of_negative_transfer(tenant: str, request: TrainingRequest, trained: TrainedHead) -> None:
+def _trained_on(trained: TrainedHead, backbones: list[BackboneCard]) -> BackboneCard:
+    """The backbone the head was trained on: the one asked for, or the one heads chose."""
+    chosen = [score.backbone for score in trained.summary.backbone_scores if score.chosen]
+    name = chosen[0] if chosen else backbones[0].name
+    return next(card for card in backbones if card.name == name)
+
+
+def _tell_of_negative_transfer(
+    tenant: str, head: str, backbone: str, trained: TrainedHead
+) -> None:
     """Logs and counts a head that a from-scratch model beat: it is still published (the job
     succeeds), and its Job and Head carry the warning."""
     transfer = trained.summary.transfer
     if transfer is None or not transfer.negative_transfer:
         return
-    metrics.NEGATIVE_TRANSFER.labels(backbone=request.backbone).inc()
-    log.warning(
-        "tenant %s, head %s on %s: %s", tenant, request.head, request.backbone, transfer.warning
-    )
+    metrics.NEGATIVE_TRANSFER.labels(backbone=backbone).inc()
+    log.warning("tenant %s, head %s on %s: %s", tenant, head, backbone, transfer.warning)
 
 
 async def run_to_the_end(thread: asyncio.Future[T]) -> T:

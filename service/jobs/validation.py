@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from heads import (
+    AUTO_BACKBONE,
     DEFAULT_COST_CAPS,
     HeadError,
     InvalidParams,
@@ -57,7 +58,8 @@ def validate_training_request(
     CPU work over every example: call it off the event loop (the TrainHead servicer does).
     """
     check_head_name(head)
-    served = embedder.get(backbone)
+    if backbone != AUTO_BACKBONE:
+        embedder.get(backbone)  # an unknown backbone is named before anything else
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
     if len(inputs) > limits.max_examples_per_job:
@@ -73,24 +75,41 @@ def validate_training_request(
             raise InvalidArgument(f"examples[{index}]", "set only one of label, labels or value")
         checked.append(target)
     check_labels(checked, limits)
-    _check_inputs(embedder, served.card.name, inputs)
+    # Backbone "auto": every served backbone of the inputs' modality embeds them all.
+    candidates = (
+        embedder.candidates_for(inputs)
+        if backbone == AUTO_BACKBONE
+        else [embedder.get(backbone)]
+    )
+    if len(candidates) > 1 and len(inputs) * len(candidates) > limits.max_examples_per_job:
+        # Each candidate embeds every example: the job's embedding work is their product.
+        raise InvalidArgument(
+            "examples",
+            f'{len(inputs)} examples for backbone "auto" are embedded by {len(candidates)} '
+            f"backbones: {len(inputs) * len(candidates)} embeddings exceed the limit of "
+            f"{limits.max_examples_per_job} per job; name one backbone, or send at most "
+            f"{limits.max_examples_per_job // len(candidates)} examples",
+        )
+    for candidate in candidates:
+        _check_inputs(embedder, candidate.card.name, inputs)
     try:
         resolved_kind, _task = check_request(kind, checked, params, validation_fraction)
     except (InvalidTrainingData, InvalidParams) as error:
         raise InvalidArgument(error.field, error.message) from None
     except HeadError as error:  # any other refusal of the request by heads is still bad input
         raise InvalidArgument("examples", str(error)) from None
+    widths = [candidate.card.dim for candidate in candidates]
     request = TrainingRequest(
         head=head,
-        backbone=served.card.name,
+        backbone=AUTO_BACKBONE if backbone == AUTO_BACKBONE else candidates[0].card.name,
         kind=resolved_kind,
         inputs=inputs,
         targets=checked,
         params=dict(params),
         validation_fraction=validation_fraction,
-        embedding_dim=served.card.dim,
+        embedding_dim=max(widths),
     )
-    check_cost_limit(request, limits)
+    check_cost_limit(request, limits, widths if backbone == AUTO_BACKBONE else ())
     return request
 
 
@@ -129,13 +148,17 @@ def _check_label(where: str, label: str, max_bytes: int) -> None:
         raise InvalidArgument(where, f"label is {size} bytes; the limit is {max_bytes}")
 
 
-def check_cost_limit(request: TrainingRequest, limits: TrainingLimits) -> None:
-    """Refuses a request whose estimated compute is over its kind's cap: it could never run."""
+def check_cost_limit(
+    request: TrainingRequest, limits: TrainingLimits, probe_dims: Sequence[int] = ()
+) -> None:
+    """Refuses a request whose estimated compute is over its kind's cap: it could never run.
+    Backbone "auto" counts a probe on each candidate (`probe_dims`: their widths) besides the
+    head itself on the widest."""
     try:
         check_cost(
             estimate_cost(
                 request.kind, request.targets, request.params, request.embedding_dim,
-                request.validation_fraction,
+                request.validation_fraction, probe_dims,
             ),
             limits.cost_caps,
         )  # fmt: skip

@@ -33,6 +33,7 @@ EXCLUDED: dict[str, str] = {
     f"{HEADS}test_heads_onnx.py::test_verification_rejects_a_model_onnx_pair_that_disagree[mlp-": (
         "trains mlp (torch)"
     ),
+    f"{HEADS}test_heads_kind_choice.py::test_train_head_auto_records": "every candidate: mlp too",
 }
 
 _HINT = "add it to EXCLUDED in tests/support/fast_tier.py (make test still runs it)"

@@ -1,4 +1,5 @@
-"""The negative-transfer check: from-scratch baselines on raw text and pixels, and the verdict."""
+"""The negative-transfer check: from-scratch baselines on raw text and pixels, and the verdict;
+the task scores it and the choice of kind compare by."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, r2_score
 
+from heads.scores import TASK_SCORES
 from heads.split import split_indices
 from heads.targets import Task, encode_targets
 from heads.transfer import (
-    METRICS,
     PIXELS,
     RawInputs,
     baseline_wins,
@@ -63,16 +64,16 @@ def _perfect_scores(truth: np.ndarray, labels: int) -> np.ndarray:
 def test_numpy_metrics_equal_scikit_learns() -> None:
     rng = np.random.default_rng(0)
     y, p = rng.integers(0, 3, 50), rng.integers(0, 3, 50)
-    assert METRICS[Task.CLASSIFICATION][1](y, p) == pytest.approx(accuracy_score(y, p))
+    assert TASK_SCORES[Task.CLASSIFICATION][1](y, p) == pytest.approx(accuracy_score(y, p))
     ym, pm = rng.integers(0, 2, (50, 4)), rng.integers(0, 2, (50, 4))
     micro = f1_score(ym, pm, average="micro", zero_division=1)
-    assert METRICS[Task.MULTI_LABEL][1](ym, pm) == pytest.approx(micro)
+    assert TASK_SCORES[Task.MULTI_LABEL][1](ym, pm) == pytest.approx(micro)
     nothing = np.zeros((5, 3), dtype=np.int64)
-    assert METRICS[Task.MULTI_LABEL][1](nothing, nothing) == 1.0
+    assert TASK_SCORES[Task.MULTI_LABEL][1](nothing, nothing) == 1.0
     yr, pr = rng.normal(size=40), rng.normal(size=40)
-    assert METRICS[Task.REGRESSION][1](yr, pr) == pytest.approx(r2_score(yr, pr))
-    assert METRICS[Task.REGRESSION][1](np.ones(4), np.ones(4)) == 1.0
-    assert METRICS[Task.REGRESSION][1](np.ones(4), np.zeros(4)) == 0.0
+    assert TASK_SCORES[Task.REGRESSION][1](yr, pr) == pytest.approx(r2_score(yr, pr))
+    assert TASK_SCORES[Task.REGRESSION][1](np.ones(4), np.ones(4)) == 1.0
+    assert TASK_SCORES[Task.REGRESSION][1](np.ones(4), np.zeros(4)) == 0.0
 
 
 def test_a_head_at_chance_on_a_code_task_is_negative_transfer() -> None:
@@ -109,7 +110,7 @@ def test_a_small_lead_within_the_noise_is_not_negative_transfer() -> None:
     head[:2] = 1 - head[:2]  # 8/10
     baseline = truth.copy()
     baseline[:1] = 1 - baseline[:1]  # 9/10: one example is no evidence
-    score = METRICS[Task.CLASSIFICATION][1]
+    score = TASK_SCORES[Task.CLASSIFICATION][1]
     assert baseline_wins(truth, head, baseline, score) < 0.95
 
 
