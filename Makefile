@@ -70,6 +70,7 @@ bench: model triton-env
 	$(BIN)/python bench/heads.py
 	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/replicas.py
+	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/embed.py --runtime triton
 	$(BIN)/python bench/embed.py
 

@@ -1,12 +1,13 @@
 """`backbone: "auto"`: the backbone chosen by a cross-validated probe on the training part.
 
 The service embeds the examples with every served backbone of their modality; each backbone's
-embeddings are then scored by the task's default kind (logistic regression for classes, ridge for
-values), tuned once on the training part and cross-validated on the same folds for every backbone
-(`heads.kind_choice.folds`). The best mean probe score wins. LogME (You et al., "LogME:
-Practical Assessment of Pre-trained Models for Transfer Learning", ICML 2021), the evidence of a
-Bayesian linear model on the features, is computed for each backbone as a second opinion: it
-breaks ties between probe scores, and the head records it.
+embeddings are then scored by a linear probe (logistic regression for classes, ridge for values,
+with scikit-learn's default regularisation), cross-validated on the same folds for every backbone
+(`heads.kind_choice.folds`). The best mean probe score wins unless its lead is within the noise
+of the folds; LogME (You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer
+Learning", ICML 2021), the evidence of a Bayesian linear model on the features, computed for
+each backbone as a second opinion, decides among those within the noise, and the head records
+it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pydantic import BaseModel, ConfigDict
 
 from heads.kind_choice import folds
 from heads.kinds import DEFAULT_KIND, get_kind
-from heads.params import ParamValue, parse_params
+from heads.params import parse_params
 from heads.scores import TASK_SCORES, predictions
 from heads.stopping import checkpoint
 from heads.targets import EncodedTargets, Task
 
 #: The kind name that asks for the choice (as a backbone name).
 AUTO_BACKBONE = "auto"
+#: The probe of each task, with fixed regularisation (scikit-learn's defaults).
+PROBE_PARAMS = {DEFAULT_KIND: {"C": "1.0"}, "ridge": {"alpha": "1.0"}}
 #: LogME's fixed-point iterations (it converges in a few) and its stopping tolerance.
 LOGME_ITERATIONS = 11
 LOGME_TOLERANCE = 1e-3
@@ -102,11 +105,14 @@ def _column_evidence(u: np.ndarray, sigma: np.ndarray, y: np.ndarray, n: int, d:
 
 
 def _probe_scores(x: np.ndarray, targets: EncodedTargets) -> np.ndarray:
-    """The probe's score on each fold of the training part (the same folds for every backbone)."""
-    kind = get_kind("ridge" if targets.task is Task.REGRESSION else DEFAULT_KIND, targets.task)
-    params: dict[str, ParamValue] = dict(
-        kind.fit(x, targets, parse_params(kind.params, {})).params
-    )
+    """The probe's score on each fold of the training part (the same folds for every backbone).
+
+    The probe is a plain linear model with fixed regularisation (`PROBE_PARAMS`), the same for
+    every backbone: tuning it on a few examples would add the tuning's noise to the comparison.
+    """
+    name = "ridge" if targets.task is Task.REGRESSION else DEFAULT_KIND
+    kind = get_kind(name, targets.task)
+    params = parse_params(kind.params, PROBE_PARAMS[name])
     score = TASK_SCORES[targets.task][1]
     out = []
     for train, test in folds(targets):
@@ -114,6 +120,15 @@ def _probe_scores(x: np.ndarray, targets: EncodedTargets) -> np.ndarray:
         fitted = kind.fit(x[train], targets.subset(train), params).model
         out.append(score(targets.y[test], predictions(fitted.scores(x[test]), targets.task)))
     return np.array(out)
+
+
+def _within_noise(leader: np.ndarray, other: np.ndarray) -> bool:
+    """The leader's lead over `other` (fold by fold, on the same folds) is at most one standard
+    error of the paired differences."""
+    if len(leader) < 2:
+        return True
+    differences = leader - other
+    return bool(differences.mean() <= differences.std(ddof=1) / np.sqrt(len(differences)))
 
 
 def choose_backbone(
@@ -136,15 +151,21 @@ def choose_backbone(
     """
     names = list(embeddings)
     rows = []
+    fold_scores = []
     for done, name in enumerate(names):
         x = np.asarray(embeddings[name], dtype=np.float32)
         checkpoint()
         scores = _probe_scores(x, targets)
+        fold_scores.append(scores)
         mean, std = (float(scores.mean()), float(scores.std())) if len(scores) else (0.0, 0.0)
         rows.append((name, mean, std, logme(x, targets)))
         if progress is not None:
             progress((done + 1) / len(names))
-    best = max(range(len(rows)), key=lambda i: (round(rows[i][1], 9), rows[i][3], -i))
+    leader = max(range(len(rows)), key=lambda i: (rows[i][1], -i))
+    # Backbones the leader does not beat by more than the noise of the folds are its equals;
+    # among them LogME, computed on every example at once, decides.
+    tied = [i for i in range(len(rows)) if _within_noise(fold_scores[leader], fold_scores[i])]
+    best = max(tied, key=lambda i: (rows[i][3], -i))
     return names[best], [
         BackboneScore(
             backbone=name, cv_score=round(mean, 6), cv_std=round(std, 6),

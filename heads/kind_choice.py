@@ -24,9 +24,12 @@ from heads.targets import EncodedTargets, Task
 
 #: The kind name that asks for the choice.
 AUTO_KIND = "auto"
-#: Folds of the comparison (fewer when a class has fewer examples; none below 2).
+#: Folds of the comparison (fewer when a class has fewer examples; none below 2), repeated with
+#: other shuffles on a small training part, where one split's score is mostly noise.
 FOLDS = 5
 FOLD_SEED = 11
+REPEATS_BELOW = 1000  # examples
+REPEATS = 3
 
 
 class KindScore(BaseModel):
@@ -48,8 +51,9 @@ class KindScore(BaseModel):
 
 
 def folds(targets: EncodedTargets) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The comparison's folds of a training part: stratified for classes, plain otherwise;
-    empty when it is too small (a class with one example, or fewer than two examples)."""
+    """The comparison's folds of a training part: stratified for classes, plain otherwise,
+    `REPEATS` shuffles of them below `REPEATS_BELOW` examples; empty when it is too small (a
+    class with one example, or fewer than two examples)."""
     n = len(targets)
     if targets.task is Task.CLASSIFICATION:
         counts = np.bincount(targets.y)
@@ -58,12 +62,15 @@ def folds(targets: EncodedTargets) -> list[tuple[np.ndarray, np.ndarray]]:
         k = min(FOLDS, n)
     if k < 2:
         return []
-    splitter: StratifiedKFold | KFold = (
-        StratifiedKFold(k, shuffle=True, random_state=FOLD_SEED)
-        if targets.task is Task.CLASSIFICATION
-        else KFold(k, shuffle=True, random_state=FOLD_SEED)
-    )
-    return list(splitter.split(np.zeros((n, 1)), targets.y))
+    splits: list[tuple[np.ndarray, np.ndarray]] = []
+    for repeat in range(REPEATS if n < REPEATS_BELOW else 1):
+        splitter: StratifiedKFold | KFold = (
+            StratifiedKFold(k, shuffle=True, random_state=FOLD_SEED + repeat)
+            if targets.task is Task.CLASSIFICATION
+            else KFold(k, shuffle=True, random_state=FOLD_SEED + repeat)
+        )
+        splits.extend(splitter.split(np.zeros((n, 1)), targets.y))
+    return splits
 
 
 def _fold_scores(

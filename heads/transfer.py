@@ -139,7 +139,7 @@ def _rows(raw: RawInputs, indices: np.ndarray) -> Any:
     return raw._pixels()[indices]
 
 
-def _fit_predict(
+def baseline_predictions(
     raw: RawInputs, train: np.ndarray, val: np.ndarray, targets: EncodedTargets
 ) -> tuple[str, np.ndarray]:
     """Fits the baseline on the training part; returns its name and validation predictions.
@@ -211,7 +211,7 @@ def compare_with_baseline(
     if len(val) < 2 or len(train) < 2:
         return None
     metric, score = TASK_SCORES[targets.task]
-    baseline, baseline_predicted = _fit_predict(raw, train, val, targets)
+    baseline, baseline_predicted = baseline_predictions(raw, train, val, targets)
     truth = targets.y[val]
     head_predicted = predictions(head_scores, targets.task)
     head_score = score(truth, head_predicted)

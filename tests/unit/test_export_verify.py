@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from service.backbones.card import BackboneCard
-from service.export import minilm
-from service.export.contract import OUTPUT_NAME, TEXT_INPUT_NAMES
-from service.export.triton_config import render_config
 from service.export.verify import ExportVerificationError, check_min_cosine, row_cosines
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _unit_rows(seed: int, rows: int = 8, dim: int = 384) -> np.ndarray:
@@ -58,21 +50,3 @@ def test_shape_mismatch_and_non_finite_values_fail() -> None:
         check_min_cosine(reference, broken, 0.9999)
     with pytest.raises(ExportVerificationError):
         check_min_cosine(reference, np.zeros_like(reference), 0.9999)
-
-
-def test_committed_triton_config_is_what_export_writes() -> None:
-    card = BackboneCard(
-        name=minilm.NAME, modality="text", dim=minilm.DIM, fingerprint="0" * 64,
-        input_names=TEXT_INPUT_NAMES, output_name=OUTPUT_NAME, pooling="mean",
-        normalized=True, source={},
-    )  # fmt: skip
-    rendered = render_config(card)
-    committed = (ROOT / "model_repo" / minilm.NAME / "config.pbtxt").read_text()
-    assert rendered == committed
-    for required in (
-        'platform: "onnxruntime_onnx"',
-        "KIND_GPU",
-        "max_batch_size: 64",
-        "dynamic_batching",
-    ):
-        assert required in committed

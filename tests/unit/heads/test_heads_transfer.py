@@ -3,13 +3,15 @@ the task scores it and the choice of kind compare by."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, r2_score
 
 from heads.scores import TASK_SCORES
 from heads.split import split_indices
-from heads.targets import Task, encode_targets
+from heads.targets import EncodedTargets, Task, encode_targets
 from heads.transfer import (
     PIXELS,
     RawInputs,
@@ -76,14 +78,17 @@ def test_numpy_metrics_equal_scikit_learns() -> None:
     assert TASK_SCORES[Task.REGRESSION][1](np.ones(4), np.zeros(4)) == 0.0
 
 
-def test_a_head_at_chance_on_a_code_task_is_negative_transfer() -> None:
+def _code_task_report(head_scores: Callable[[EncodedTargets, np.ndarray], np.ndarray]):
+    """The code task split as a head would split it, compared with `head_scores(targets, val)`."""
     texts, labels = code_task()
     targets = encode_targets(labels)
     train, val = split_indices(targets, 0.25)
-    report = compare_with_baseline(
-        RawInputs("text", tuple(texts)), targets, train, val,
-        _chance_scores(len(val), len(targets.labels)),
-    )  # fmt: skip
+    raw = RawInputs("text", tuple(texts))
+    return compare_with_baseline(raw, targets, train, val, head_scores(targets, val))
+
+
+def test_a_head_at_chance_on_a_code_task_is_negative_transfer() -> None:
+    report = _code_task_report(lambda t, val: _chance_scores(len(val), len(t.labels)))
     assert report is not None
     assert report.baseline == "tfidf_word_char+ridge"
     assert report.metric == "accuracy"
@@ -93,13 +98,7 @@ def test_a_head_at_chance_on_a_code_task_is_negative_transfer() -> None:
 
 
 def test_a_head_as_good_as_the_baseline_is_not_negative_transfer() -> None:
-    texts, labels = code_task()
-    targets = encode_targets(labels)
-    train, val = split_indices(targets, 0.25)
-    report = compare_with_baseline(
-        RawInputs("text", tuple(texts)), targets, train, val,
-        _perfect_scores(targets.y[val], len(targets.labels)),
-    )  # fmt: skip
+    report = _code_task_report(lambda t, val: _perfect_scores(t.y[val], len(t.labels)))
     assert report is not None and report.head_score == 1.0
     assert not report.negative_transfer and report.warning == ""
 
