@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from devtools.tasks import arrangement_task
 from heads.kinds import candidate_kinds as kinds_for
 from heads.targets import Task
 from tests.integration.conftest import labelled, topics, train_request, wait_for_job
@@ -80,3 +81,39 @@ def test_backbone_auto_refuses_inputs_of_two_modalities_naming_the_first_odd_one
         heads_stub.TrainHead(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details().startswith("examples[1].input:")
+
+
+@pytest.mark.slow
+def test_both_auto_on_values_choose_among_the_regression_kinds(heads_stub) -> None:
+    """Regression: the kinds that do values, the same text backbones, R² as the score."""
+    topic_value = {"sports": 1.0, "cooking": 2.0, "technology": 3.0, "finance": 4.0}
+    examples = [
+        heads_pb2.Example(input=common_pb2.Input(text=text), value=topic_value[label])
+        for text, label in labelled(topics()["train"])
+        if label in topic_value
+    ]
+    request = heads_pb2.TrainHeadRequest(
+        head="auto-values", backbone="auto", kind="auto", examples=examples
+    )
+    final = wait_for_job(heads_stub, heads_stub.TrainHead(request).job_id)[-1]
+    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
+    head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-values"))
+    assert head.task == "regression"
+    assert [s.kind for s in head.kind_scores] == [k.name for k in kinds_for(Task.REGRESSION)]
+    assert [s.backbone for s in head.backbone_scores] == ["all-minilm-l6-v2", "all-mpnet-base-v2"]
+    assert head.kind == next(s.kind for s in head.kind_scores if s.chosen)
+    assert head.transfer.metric == "r2"
+
+
+@pytest.mark.slow
+def test_backbone_auto_on_images_has_the_image_backbone_as_its_candidate(heads_stub) -> None:
+    examples = [
+        heads_pb2.Example(input=common_pb2.Input(image=data), label=label)
+        for data, label in arrangement_task(count=24)
+    ]
+    request = heads_pb2.TrainHeadRequest(head="auto-images", backbone="auto", examples=examples)
+    final = wait_for_job(heads_stub, heads_stub.TrainHead(request).job_id)[-1]
+    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
+    head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-images"))
+    assert [(s.backbone, s.chosen) for s in head.backbone_scores] == [("efficientnet-lite0", True)]
+    assert head.backbone == "efficientnet-lite0"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.backbones.admission import LOCAL_TENANT
-from service.backbones.inputs import ImageInput, Input, MissingInput, TextInput
+from service.backbones.inputs import EmbeddingInput, ImageInput, Input, MissingInput, TextInput
 from service.backbones.runtimes.base import BackboneLoadError
 from service.errors import InvalidArgument, ResourceExhausted
 from service.tenancy.principal import Principal, set_principal
@@ -195,5 +195,30 @@ def test_a_backbone_whose_warm_up_fails_never_reports_ready(backbone: TinyTextBa
             with pytest.raises(BackboneLoadError, match="no kernel for this shape"):
                 await stack.embedder.start()
             assert not stack.embedder.is_ready()
+
+    run(scenario())
+
+
+def test_backbone_auto_candidates_are_the_inputs_modality_and_mixed_inputs_are_named(
+    backbone: TinyTextBackbone,
+) -> None:
+    """The served backbones of the inputs' one modality; inputs of two kinds, or precomputed
+    embeddings, are refused naming the first input that differs."""
+
+    async def scenario() -> None:
+        async with running_embedder(backbone) as stack:
+            embedder = stack.embedder
+            assert [c.card.name for c in embedder.candidates_for(_texts("a", "b"))] == [stack.name]
+            mixed = [TextInput("a"), ImageInput(b"\x89PNG"), TextInput("b")]
+            with pytest.raises(InvalidArgument) as refused:
+                embedder.candidates_for(mixed)
+            assert refused.value.field == "examples[1].input"
+            assert "one kind: text before, image here" in refused.value.message
+            with pytest.raises(InvalidArgument) as embedding:
+                embedder.candidates_for([EmbeddingInput(np.array([0.1, 0.2], np.float32))])
+            assert embedding.value.field == "examples[0].input"
+            with pytest.raises(InvalidArgument) as no_image:
+                embedder.candidates_for([ImageInput(b"\x89PNG")])
+            assert no_image.value.field == "backbone" and "no image backbone" in no_image.value.message
 
     run(scenario())
