@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from heads.errors import InvalidParams
-from heads.kind_choice import AUTO_KIND, FOLDS
+from heads.kind_choice import AUTO_KIND, FOLDS, REPEATS, REPEATS_BELOW
 from heads.kinds import DEFAULT_KIND, candidate_kinds, get_kind
 from heads.params import parse_params
 from heads.shape import ProblemShape
@@ -40,6 +40,12 @@ DEFAULT_COST_CAPS: dict[str, float] = {
 FALLBACK_COST_CAP = 1e13
 
 
+def fits_per_candidate(examples: int) -> int:
+    """Fits of one candidate of kind or backbone "auto", at most: one per fold of every shuffle
+    (`heads.kind_choice.folds`), the tuning fit, and the head's own fit."""
+    return FOLDS * (REPEATS if examples < REPEATS_BELOW else 1) + 2
+
+
 @dataclass(frozen=True)
 class CostEstimate:
     """A training run's estimated cost.
@@ -56,6 +62,8 @@ class CostEstimate:
     fields: tuple[str, ...]
     #: Kind "auto": each candidate's share (the choice's fits included), each held to its own cap.
     parts: tuple[CostEstimate, ...] = ()
+    #: What this part is a candidate of ("kind" or "backbone" "auto"), for the refusal's advice.
+    candidate_of: str = ""
 
 
 def estimate_cost(
@@ -90,8 +98,9 @@ def estimate_cost(
         CostEstimate(
             probe.name,
             probe.cost(_shape(encoded, width, validation_fraction), parse_params(probe.params, {}))
-            * (FOLDS + 2),
+            * fits_per_candidate(len(encoded)),
             ("examples",),
+            candidate_of="backbone",
         )
         for width in probe_dims
     )
@@ -131,8 +140,9 @@ def _estimate_auto(
     parts = tuple(
         CostEstimate(
             kind.name,
-            kind.cost(shape, parse_params(kind.params, {})) * (FOLDS + 2),
+            kind.cost(shape, parse_params(kind.params, {})) * fits_per_candidate(len(encoded)),
             ("examples",),
+            candidate_of="kind",
         )
         for kind in candidate_kinds(encoded.task)
     )
@@ -155,9 +165,12 @@ def check_cost(estimate: CostEstimate, caps: Mapping[str, float]) -> None:
     if estimate.operations <= cap:
         return
     lower = " or ".join(estimate.fields)
+    role = f" (a candidate of {estimate.candidate_of} \"auto\")" if estimate.candidate_of else ""
+    advice = f", or name a {estimate.candidate_of}" if estimate.candidate_of else ""
     raise InvalidParams(
         ", ".join(estimate.fields),
         f"estimated training cost of {estimate.operations:.3g} operations (examples x epochs x "
-        f"model size) exceeds this server's cap of {cap:.3g} for kind {estimate.kind!r}; "
-        f"lower {lower}" + ("" if lower == "examples" else ", or train on fewer examples"),
+        f"model size) exceeds this server's cap of {cap:.3g} for kind {estimate.kind!r}{role}; "
+        f"lower {lower}" + ("" if lower == "examples" else ", or train on fewer examples")
+        + advice,
     )

@@ -57,40 +57,12 @@ async def run_training(
     Raises:
         JobCancelled or heads.TrainingStopped: ``control`` was stopped (see its reason).
     """
-    report("embedding", 0.0)
     backbones = (
         [served.card for served in embedder.candidates_for(request.inputs)]
         if request.backbone == AUTO_BACKBONE
         else [embedder.get(request.backbone).card]
     )
-    # Embedding with several backbones costs their sum: each gets a share of the embedding
-    # progress in proportion to its width, a rough proxy of its compute.
-    widths = [card.dim for card in backbones]
-    vectors: dict[str, np.ndarray] = {}
-    raw_chunks: list[RawInputs] = []
-    for index, card in enumerate(backbones):
-        before = sum(widths[:index]) / sum(widths)
-        share = widths[index] / sum(widths)
-        chunks: list[np.ndarray] = []
-        for start in range(0, len(request.inputs), chunk_size):
-            if control.is_set():
-                raise JobCancelled()
-            # Chunks go through the backbone's fair batcher as one more tenant, "training": live
-            # traffic keeps its share however many jobs run.
-            chunk = request.inputs[start : start + chunk_size]
-            wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
-            result = await embedder.embed(
-                card.name, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
-            )
-            chunks.append(result.vectors)
-            if index == 0:  # what the from-scratch baseline learns from (heads.transfer)
-                raw_chunks.append(
-                    await embedder.baseline_inputs(card.name, chunk, wheres, TRAINING_TENANT)
-                )
-            done = min(start + chunk_size, len(request.inputs)) / len(request.inputs)
-            report("embedding", EMBED_SHARE * (before + share * done))
-        vectors[card.name] = np.concatenate(chunks)
-    raw = RawInputs.join(raw_chunks)
+    vectors, raw = await _embed_examples(request, backbones, embedder, chunk_size, report, control)
     # One backbone: its embeddings; "auto": every candidate's, chosen from by heads.
     embeddings: np.ndarray | dict[str, np.ndarray] = (
         vectors if request.backbone == AUTO_BACKBONE else vectors[backbones[0].name]
@@ -119,6 +91,50 @@ async def run_training(
         tenant, request.head, trained, card.name, card.fingerprint,
         commit_with=None if commit_with is None else functools.partial(commit_with, trained),
     )  # fmt: skip
+
+
+async def _embed_examples(
+    request: TrainingRequest,
+    backbones: list[BackboneCard],
+    embedder: Embedder,
+    chunk_size: int,
+    report: Report,
+    control: JobControl,
+) -> tuple[dict[str, np.ndarray], RawInputs]:
+    """The examples embedded by each backbone (by name), and as the from-scratch baseline sees
+    them; progress covers the embedding share of the job.
+
+    Raises:
+        JobCancelled: ``control`` was stopped (checked between chunks).
+    """
+    report("embedding", 0.0)
+    # Embedding with several backbones costs their sum: each gets a share of the embedding
+    # progress in proportion to its width, a rough proxy of its compute.
+    widths = [card.dim for card in backbones]
+    vectors: dict[str, np.ndarray] = {}
+    raw_chunks: list[RawInputs] = []
+    for index, card in enumerate(backbones):
+        before, share = sum(widths[:index]) / sum(widths), widths[index] / sum(widths)
+        chunks: list[np.ndarray] = []
+        for start in range(0, len(request.inputs), chunk_size):
+            if control.is_set():
+                raise JobCancelled()
+            # Chunks go through the backbone's fair batcher as one more tenant, "training": live
+            # traffic keeps its share however many jobs run.
+            chunk = request.inputs[start : start + chunk_size]
+            wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
+            result = await embedder.embed(
+                card.name, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
+            )
+            chunks.append(result.vectors)
+            if index == 0:  # what the from-scratch baseline learns from (heads.transfer)
+                raw_chunks.append(
+                    await embedder.baseline_inputs(card.name, chunk, wheres, TRAINING_TENANT)
+                )
+            done = min(start + chunk_size, len(request.inputs)) / len(request.inputs)
+            report("embedding", EMBED_SHARE * (before + share * done))
+        vectors[card.name] = np.concatenate(chunks)
+    return vectors, RawInputs.join(raw_chunks)
 
 
 def _trained_on(trained: TrainedHead, backbones: list[BackboneCard]) -> BackboneCard:
