@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from heads.kind_choice import folds
+from heads.kind_choice import equals_of_the_best, folds
 from heads.kinds import DEFAULT_KIND, get_kind
 from heads.params import parse_params
 from heads.scores import TASK_SCORES, predictions
@@ -122,15 +122,6 @@ def _probe_scores(x: np.ndarray, targets: EncodedTargets) -> np.ndarray:
     return np.array(out)
 
 
-def _within_noise(leader: np.ndarray, other: np.ndarray) -> bool:
-    """The leader's lead over `other` (fold by fold, on the same folds) is at most one standard
-    error of the paired differences."""
-    if len(leader) < 2:
-        return True
-    differences = leader - other
-    return bool(differences.mean() <= differences.std(ddof=1) / np.sqrt(len(differences)))
-
-
 def choose_backbone(
     embeddings: Mapping[str, np.ndarray],
     targets: EncodedTargets,
@@ -161,10 +152,13 @@ def choose_backbone(
         rows.append((name, mean, std, logme(x, targets)))
         if progress is not None:
             progress((done + 1) / len(names))
-    leader = max(range(len(rows)), key=lambda i: (rows[i][1], -i))
-    # Backbones the leader does not beat by more than the noise of the folds are its equals;
+    # Backbones the best does not beat by more than the noise of the folds are its equals;
     # among them LogME, computed on every example at once, decides.
-    tied = [i for i in range(len(rows)) if _within_noise(fold_scores[leader], fold_scores[i])]
+    tied = (
+        equals_of_the_best(fold_scores)
+        if all(len(f) for f in fold_scores)
+        else list(range(len(rows)))
+    )
     best = max(tied, key=lambda i: (rows[i][3], -i))
     return names[best], [
         BackboneScore(

@@ -4,8 +4,9 @@ Every kind that does the task is a candidate (for classes: logistic regression, 
 k-NN and, where torch is installed, the MLP; for values: ridge and the MLP). Each is first fitted
 on the whole training part the way a head of that kind is trained, which tunes its
 regularisation as usual; then, with those effective parameters fixed, it is scored on the same
-folds as every other candidate. The best mean score wins; a tie goes to the earlier candidate
-(the default kind first). The validation part is never seen: it still measures the chosen head.
+folds as every other candidate. The best mean score wins, unless an earlier candidate (the
+default kind first) is within one standard error of it on the same folds: the one-standard-error
+rule, since on a few examples a lead smaller than that is the folds' noise. The validation part is never seen: it still measures the chosen head.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def folds(targets: EncodedTargets) -> list[tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
+def within_noise(leader: np.ndarray, other: np.ndarray) -> bool:
+    """The leader's lead over `other` (fold by fold, on the same folds) is at most one standard
+    error of the paired differences: the folds cannot tell them apart."""
+    if len(leader) < 2:
+        return True
+    differences = leader - other
+    return bool(differences.mean() <= differences.std(ddof=1) / np.sqrt(len(differences)))
+
+
+def equals_of_the_best(fold_scores: list[np.ndarray]) -> list[int]:
+    """The candidates (indices) that the best mean score does not beat by more than the noise of
+    the folds: the one-standard-error rule's choices, the best included."""
+    leader = max(range(len(fold_scores)), key=lambda i: (float(fold_scores[i].mean()), -i))
+    return [i for i, scores in enumerate(fold_scores) if within_noise(fold_scores[leader], scores)]
+
+
 def _fold_scores(
     kind: HeadKind,
     x: np.ndarray,
@@ -113,16 +130,20 @@ def choose_kind(
         return kind, parse_params(kind.params, {}), []
     candidates = list(candidates or candidate_kinds(targets.task))
     results: list[tuple[HeadKind, dict[str, ParamValue], float, float]] = []
+    fold_scores = []
     for done, kind in enumerate(candidates):
         checkpoint()
         tuned: dict[str, ParamValue] = dict(
             kind.fit(x, targets, parse_params(kind.params, {})).params
         )
         scores = np.array(list(_fold_scores(kind, x, targets, tuned, splits)))
+        fold_scores.append(scores)
         results.append((kind, tuned, float(scores.mean()), float(scores.std())))
         if progress is not None:
             progress((done + 1) / len(candidates))
-    best = max(range(len(results)), key=lambda i: (results[i][2], -i))
+    # The one-standard-error rule: the earliest candidate (the default first) that the best does
+    # not beat by more than the noise of the folds.
+    best = min(equals_of_the_best(fold_scores))
     return (
         results[best][0],
         results[best][1],

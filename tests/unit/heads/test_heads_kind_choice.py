@@ -7,7 +7,7 @@ import pytest
 
 from heads import AUTO_KIND, HeadCard, InvalidParams, check_request, train_head
 from heads.budget import DEFAULT_COST_CAPS, check_cost, estimate_cost
-from heads.kind_choice import choose_kind, folds
+from heads.kind_choice import choose_kind, equals_of_the_best, folds
 from heads.kinds import candidate_kinds, get_kind
 from heads.targets import Task, encode_targets
 from tests.unit.heads.synthetic import blobs, class_targets
@@ -107,3 +107,11 @@ def test_train_head_auto_records_the_choice_in_the_card() -> None:
         tenant="t", name="h", version=1, backbone="b", backbone_fingerprint="f" * 64
     )
     assert HeadCard.from_json(card.to_json()).kind_scores == summary.kind_scores
+
+
+def test_the_one_standard_error_rule_keeps_an_earlier_candidate_within_the_noise() -> None:
+    default = np.array([0.8, 0.9, 0.7, 0.85, 0.75])
+    slightly = default + np.array([0.1, -0.05, 0.1, -0.05, 0.0])  # ahead by 0.02, noisily
+    clearly = default + 0.1  # ahead on every fold
+    assert equals_of_the_best([default, slightly]) == [0, 1]
+    assert equals_of_the_best([default, clearly]) == [1]
