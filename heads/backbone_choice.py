@@ -18,10 +18,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from heads.kind_choice import equals_of_the_best, folds
+from heads.kind_choice import equals_of_the_best, fold_scores, folds
 from heads.kinds import DEFAULT_KIND, get_kind
 from heads.params import parse_params
-from heads.scores import TASK_SCORES, predictions
 from heads.stopping import checkpoint
 from heads.targets import EncodedTargets, Task
 
@@ -104,7 +103,9 @@ def _column_evidence(u: np.ndarray, sigma: np.ndarray, y: np.ndarray, n: int, d:
     return evidence / n
 
 
-def _probe_scores(x: np.ndarray, targets: EncodedTargets) -> np.ndarray:
+def _probe_scores(
+    x: np.ndarray, targets: EncodedTargets, splits: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """The probe's score on each fold of the training part (the same folds for every backbone).
 
     The probe is a plain linear model with fixed regularisation (`PROBE_PARAMS`), the same for
@@ -112,14 +113,7 @@ def _probe_scores(x: np.ndarray, targets: EncodedTargets) -> np.ndarray:
     """
     name = "ridge" if targets.task is Task.REGRESSION else DEFAULT_KIND
     kind = get_kind(name, targets.task)
-    params = parse_params(kind.params, PROBE_PARAMS[name])
-    score = TASK_SCORES[targets.task][1]
-    out = []
-    for train, test in folds(targets):
-        checkpoint()
-        fitted = kind.fit(x[train], targets.subset(train), params).model
-        out.append(score(targets.y[test], predictions(fitted.scores(x[test]), targets.task)))
-    return np.array(out)
+    return fold_scores(kind, x, targets, parse_params(kind.params, PROBE_PARAMS[name]), splits)
 
 
 def choose_backbone(
@@ -141,13 +135,14 @@ def choose_backbone(
         decides.
     """
     names = list(embeddings)
+    splits = folds(targets)  # the same folds for every backbone
     rows = []
-    fold_scores = []
+    per_backbone = []
     for done, name in enumerate(names):
         x = np.asarray(embeddings[name], dtype=np.float32)
         checkpoint()
-        scores = _probe_scores(x, targets)
-        fold_scores.append(scores)
+        scores = _probe_scores(x, targets, splits)
+        per_backbone.append(scores)
         mean, std = (float(scores.mean()), float(scores.std())) if len(scores) else (0.0, 0.0)
         rows.append((name, mean, std, logme(x, targets)))
         if progress is not None:
@@ -155,8 +150,8 @@ def choose_backbone(
     # Backbones the best does not beat by more than the noise of the folds are its equals;
     # among them LogME, computed on every example at once, decides.
     tied = (
-        equals_of_the_best(fold_scores)
-        if all(len(f) for f in fold_scores)
+        equals_of_the_best(per_backbone)
+        if all(len(f) for f in per_backbone)
         else list(range(len(rows)))
     )
     best = max(tied, key=lambda i: (rows[i][3], -i))

@@ -186,7 +186,8 @@ class HeadCard(TrainingSummary):
         report or choice scores leaves those keys out, so that it stays readable by releases
         before them."""
         data = self.model_dump(mode="json", include=set(HeadCard.model_fields))
-        for key in ("transfer", "kind_scores", "backbone_scores"):  # written only when there is something to say
+        # Written only when there is something to say.
+        for key in ("transfer", "kind_scores", "backbone_scores"):
             if not data[key]:
                 del data[key]
         return data

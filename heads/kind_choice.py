@@ -11,7 +11,7 @@ rule, since on a few examples a lead smaller than that is the folds' noise. The 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -90,18 +90,22 @@ def equals_of_the_best(fold_scores: list[np.ndarray]) -> list[int]:
     return [i for i, scores in enumerate(fold_scores) if within_noise(fold_scores[leader], scores)]
 
 
-def _fold_scores(
+def fold_scores(
     kind: HeadKind,
     x: np.ndarray,
     targets: EncodedTargets,
     params: dict[str, ParamValue],
     splits: list[tuple[np.ndarray, np.ndarray]],
-) -> Iterator[float]:
+) -> np.ndarray:
+    """The task's score of `kind` with fixed `params` on each of `splits` (fitted on its
+    training indices, scored on its test indices)."""
     score = TASK_SCORES[targets.task][1]
+    out = []
     for train, test in splits:
         checkpoint()  # between fits: a cancelled job stops within one
         fitted = kind.fit(x[train], targets.subset(train), params).model
-        yield score(targets.y[test], predictions(fitted.scores(x[test]), targets.task))
+        out.append(score(targets.y[test], predictions(fitted.scores(x[test]), targets.task)))
+    return np.array(out)
 
 
 def choose_kind(
@@ -130,20 +134,20 @@ def choose_kind(
         return kind, parse_params(kind.params, {}), []
     candidates = list(candidates or candidate_kinds(targets.task))
     results: list[tuple[HeadKind, dict[str, ParamValue], float, float]] = []
-    fold_scores = []
+    per_candidate = []
     for done, kind in enumerate(candidates):
         checkpoint()
         tuned: dict[str, ParamValue] = dict(
             kind.fit(x, targets, parse_params(kind.params, {})).params
         )
-        scores = np.array(list(_fold_scores(kind, x, targets, tuned, splits)))
-        fold_scores.append(scores)
+        scores = fold_scores(kind, x, targets, tuned, splits)
+        per_candidate.append(scores)
         results.append((kind, tuned, float(scores.mean()), float(scores.std())))
         if progress is not None:
             progress((done + 1) / len(candidates))
     # The one-standard-error rule: the earliest candidate (the default first) that the best does
     # not beat by more than the noise of the folds.
-    best = min(equals_of_the_best(fold_scores))
+    best = min(equals_of_the_best(per_candidate))
     return (
         results[best][0],
         results[best][1],

@@ -200,13 +200,25 @@ class Reference:
     description: str
 
 
-def transformers_reference(folder: HfFolder, options: ExportOptions) -> Reference:
+def transformers_reference(folder: HfFolder, options: ExportOptions, tokenizer: Any) -> Reference:
     """The torch model on each sentence alone through the folder's own tokenizer (the default)."""
-    tokenizer = load_tokenizer(folder)
     return Reference(
         lambda sentences: reference_embeddings(folder, options, tokenizer, sentences),
         "vs the torch model on each sentence alone",
     )
+
+
+def sentence_transformers_reference(folder: Path) -> Reference:
+    """The source model's own output: sentence-transformers on torch over `folder` (a
+    sentence-transformers folder), 8 sentences a batch."""
+
+    def embed(sentences: list[str]) -> np.ndarray:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(folder), device="cpu")
+        return model.encode(sentences, batch_size=8, convert_to_numpy=True, show_progress_bar=False)
+
+    return Reference(embed, "vs sentence-transformers (torch)")
 
 
 def build(
@@ -232,7 +244,7 @@ def build(
     assert options.max_sequence_length is not None
     tokenizer = load_tokenizer(folder)
     tokenizer_json = serving_tokenizer_json(tokenizer, options.max_sequence_length)
-    reference = reference or transformers_reference(folder, options)
+    reference = reference or transformers_reference(folder, options, tokenizer)
     with tempfile.TemporaryDirectory(prefix="transferd-export-") as tmp:
         model_file = Path(tmp) / "model.onnx"
         tokenizer_file = Path(tmp) / TOKENIZER_FILE

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from service.backbones.card import BackboneCard
+from service.export import hf_text
 from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES
 from service.export.fp16 import FP32, convert_to_fp16, precision
 from service.export.text_graph import export_text_encoder
@@ -92,14 +93,6 @@ def export_onnx(out_file: Path) -> None:
     )
 
 
-def reference_embeddings(sentences: list[str]) -> np.ndarray:
-    """The source model's own output: sentence-transformers on torch."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(weights_dir()), device="cpu")
-    return model.encode(sentences, batch_size=8, convert_to_numpy=True, show_progress_bar=False)
-
-
 def onnx_embeddings(model_file: Path, tokenizer_json: bytes, sentences: list[str]) -> np.ndarray:
     """Our serving path on the exported files: tokenizer.json + ONNX Runtime, all in one padded batch.
 
@@ -143,7 +136,7 @@ def build(
             convert_to_fp16(model_file)
         tokenizer_json = serving_tokenizer_json()
         worst = check_min_cosine(
-            reference_embeddings(sentences),
+            hf_text.sentence_transformers_reference(weights_dir()).embed(sentences),
             onnx_embeddings(model_file, tokenizer_json, sentences),
             min_cosine,
         )

@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
 from service.backbones.card import BackboneCard
 from service.export import hf_text
 from service.export.hf_source import HfExportError, inspect_folder, resolve_options
@@ -85,18 +83,6 @@ def unpacked_weights() -> Iterator[Path]:
         yield Path(tmp) / FOLDER_IN_ZIP
 
 
-def sentence_transformers_reference(folder: Path) -> hf_text.Reference:
-    """The source model's own output: sentence-transformers on torch, 8 sentences a batch."""
-
-    def embed(sentences: list[str]) -> np.ndarray:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(folder), device="cpu")
-        return model.encode(sentences, batch_size=8, convert_to_numpy=True, show_progress_bar=False)
-
-    return hf_text.Reference(embed, "vs sentence-transformers (torch)")
-
-
 def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes, dict[str, bytes]]:
     """Joins, unzips, exports and verifies; returns the card, the model and the side files.
 
@@ -113,7 +99,7 @@ def build(sentences: list[str], min_cosine: float) -> tuple[BackboneCard, bytes,
             raise HfExportError(f"{NAME}: unexpected sentence-transformers options {options}")
         return hf_text.build(
             folder, options, NAME, source_info(), sentences, min_cosine,
-            recipe=RECIPE, reference=sentence_transformers_reference(path),
+            recipe=RECIPE, reference=hf_text.sentence_transformers_reference(path),
         )  # fmt: skip
 
 

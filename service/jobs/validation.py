@@ -58,8 +58,8 @@ def validate_training_request(
     CPU work over every example: call it off the event loop (the TrainHead servicer does).
     """
     check_head_name(head)
-    if backbone != AUTO_BACKBONE:
-        embedder.get(backbone)  # an unknown backbone is named before anything else
+    # An unknown backbone is named before anything else; "auto" is resolved with the inputs.
+    named = None if backbone == AUTO_BACKBONE else embedder.get(backbone)
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
     if len(inputs) > limits.max_examples_per_job:
@@ -76,11 +76,7 @@ def validate_training_request(
         checked.append(target)
     check_labels(checked, limits)
     # Backbone "auto": every served backbone of the inputs' modality embeds them all.
-    candidates = (
-        embedder.candidates_for(inputs)
-        if backbone == AUTO_BACKBONE
-        else [embedder.get(backbone)]
-    )
+    candidates = embedder.candidates_for(inputs) if named is None else [named]
     if len(candidates) > 1 and len(inputs) * len(candidates) > limits.max_examples_per_job:
         # Each candidate embeds every example: the job's embedding work is their product.
         raise InvalidArgument(
@@ -101,7 +97,7 @@ def validate_training_request(
     widths = [candidate.card.dim for candidate in candidates]
     request = TrainingRequest(
         head=head,
-        backbone=AUTO_BACKBONE if backbone == AUTO_BACKBONE else candidates[0].card.name,
+        backbone=AUTO_BACKBONE if named is None else named.card.name,
         kind=resolved_kind,
         inputs=inputs,
         targets=checked,
@@ -109,7 +105,7 @@ def validate_training_request(
         validation_fraction=validation_fraction,
         embedding_dim=max(widths),
     )
-    check_cost_limit(request, limits, widths if backbone == AUTO_BACKBONE else ())
+    check_cost_limit(request, limits, widths if named is None else ())
     return request
 
 

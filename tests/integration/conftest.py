@@ -65,3 +65,13 @@ def wait_for_job(
 ) -> list[heads_pb2.Job]:
     """Every update WatchJob streams until the job is terminal."""
     return list(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job_id), timeout=timeout))
+
+
+def train_to_success(
+    stub: heads_pb2_grpc.HeadServiceStub, request: heads_pb2.TrainHeadRequest
+) -> tuple[heads_pb2.Job, heads_pb2.Head]:
+    """TrainHead, watched until the job ends, which must be SUCCEEDED: its last update and the
+    published head (GetHead)."""
+    final = wait_for_job(stub, stub.TrainHead(request).job_id)[-1]
+    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
+    return final, stub.GetHead(heads_pb2.GetHeadRequest(head=request.head))

@@ -9,16 +9,20 @@ import pytest
 from devtools.tasks import arrangement_task
 from heads.kinds import candidate_kinds as kinds_for
 from heads.targets import Task
-from tests.integration.conftest import labelled, topics, train_request, wait_for_job
+from tests.integration.conftest import (
+    labelled,
+    topics,
+    train_request,
+    train_to_success,
+    wait_for_job,
+)
 from transferd.v1 import common_pb2, heads_pb2
 
 
 @pytest.mark.slow
 def test_kind_auto_records_every_candidate_and_trains_the_chosen_one(heads_stub) -> None:
-    job = heads_stub.TrainHead(train_request("auto-kind", labelled(topics()["train"]), kind="auto"))
-    final = wait_for_job(heads_stub, job.job_id)[-1]
-    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
-    head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-kind"))
+    request = train_request("auto-kind", labelled(topics()["train"]), kind="auto")
+    _, head = train_to_success(heads_stub, request)
     scores = list(head.kind_scores)
     print(", ".join(f"{s.kind} {s.cv_score:.3f}±{s.cv_std:.3f}{'*' * s.chosen}" for s in scores))
     assert [s.kind for s in scores] == [k.name for k in kinds_for(Task.CLASSIFICATION)]
@@ -100,9 +104,7 @@ def test_both_auto_on_values_choose_among_the_regression_kinds(heads_stub) -> No
     request = heads_pb2.TrainHeadRequest(
         head="auto-values", backbone="auto", kind="auto", examples=examples
     )
-    final = wait_for_job(heads_stub, heads_stub.TrainHead(request).job_id)[-1]
-    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
-    head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-values"))
+    _, head = train_to_success(heads_stub, request)
     assert head.task == "regression"
     assert [s.kind for s in head.kind_scores] == [k.name for k in kinds_for(Task.REGRESSION)]
     assert [s.backbone for s in head.backbone_scores] == ["all-minilm-l6-v2", "all-mpnet-base-v2"]
@@ -117,8 +119,6 @@ def test_backbone_auto_on_images_has_the_image_backbone_as_its_candidate(heads_s
         for data, label in arrangement_task(count=24)
     ]
     request = heads_pb2.TrainHeadRequest(head="auto-images", backbone="auto", examples=examples)
-    final = wait_for_job(heads_stub, heads_stub.TrainHead(request).job_id)[-1]
-    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
-    head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-images"))
+    _, head = train_to_success(heads_stub, request)
     assert [(s.backbone, s.chosen) for s in head.backbone_scores] == [("efficientnet-lite0", True)]
     assert head.backbone == "efficientnet-lite0"

@@ -7,15 +7,8 @@ from __future__ import annotations
 import pytest
 
 from devtools.tasks import arrangement_task, code_task
-from tests.integration.conftest import train_request, wait_for_job
-from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
-
-
-def _train(stub: heads_pb2_grpc.HeadServiceStub, request: heads_pb2.TrainHeadRequest) -> tuple:
-    job = stub.TrainHead(request)
-    final = wait_for_job(stub, job.job_id)[-1]
-    assert final.state == heads_pb2.JOB_STATE_SUCCEEDED, final.error
-    return final, stub.GetHead(heads_pb2.GetHeadRequest(head=request.head))
+from tests.integration.conftest import train_request, train_to_success
+from transferd.v1 import common_pb2, heads_pb2
 
 
 def _assert_negative(final: heads_pb2.Job, head: heads_pb2.Head, baseline: str) -> None:
@@ -32,7 +25,7 @@ def _assert_negative(final: heads_pb2.Job, head: heads_pb2.Head, baseline: str) 
 
 @pytest.mark.slow
 def test_a_code_task_is_reported_as_negative_transfer(heads_stub) -> None:
-    final, head = _train(heads_stub, train_request("error-codes", code_task()))
+    final, head = train_to_success(heads_stub, train_request("error-codes", code_task()))
     _assert_negative(final, head, "tfidf_word_char+ridge")
 
 
@@ -45,5 +38,5 @@ def test_an_image_arrangement_task_is_reported_as_negative_transfer(heads_stub) 
     request = heads_pb2.TrainHeadRequest(
         head="red-side", backbone="efficientnet-lite0", examples=examples
     )
-    final, head = _train(heads_stub, request)
+    final, head = train_to_success(heads_stub, request)
     _assert_negative(final, head, "pixels32+ridge")
