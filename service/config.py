@@ -43,6 +43,14 @@ class RuntimeKind(StrEnum):
     TRITON = "triton"
 
 
+class Device(StrEnum):
+    """Where the embedded runtime runs backbones (service/backbones/runtimes/device.py)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    AUTO = "auto"
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Validated at start-up: bad settings stop the server."""
 
@@ -74,6 +82,13 @@ class Settings(BaseSettings):
     model_repo: Path = Field(Path("model_repo"), description="Exported backbones, one per folder.")
     runtime: RuntimeKind = Field(RuntimeKind.EMBEDDED, description="embedded or triton.")
     triton_url: str = Field("localhost:8001", description="Triton gRPC address (runtime=triton).")
+    device: Device = Field(
+        Device.AUTO,
+        description="Where the embedded runtime runs backbones: cpu, cuda (refuses to start "
+        "without ONNX Runtime's CUDA provider, the gpu extra) or auto (CUDA when the provider "
+        "is there and starts, else the CPU). int8 backbones always run on the CPU. The choice "
+        "and its reason are logged per backbone.",
+    )
 
     admin_key: SecretStr | None = Field(
         None, description="Secret of the admin key, the only key that may call TenantService."
@@ -86,6 +101,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Most memory, in MiB, that loaded heads may hold in the LRU (estimated from "
         "each head's ONNX size); a larger head is served without being cached.",
+    )
+    embedding_cache_mb: float = Field(
+        256.0,
+        ge=0,
+        description="Memory, in MiB, for embeddings already computed (LRU). Entries are per "
+        "tenant and per backbone export: a tenant embedding, training on or predicting on inputs "
+        "it sent before skips the backbone, and never sees another tenant's entries. 0 turns "
+        "the cache off.",
     )
     max_heads_per_tenant: int = Field(
         1000, ge=1, description="Most heads (names with a live version) one tenant may store."

@@ -19,8 +19,30 @@ REQUEST_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 EMBEDDED_INPUTS = Counter(
-    "transferd_embedded_inputs", "Inputs turned into embeddings, by backbone.", ["backbone"]
+    "transferd_embedded_inputs",
+    "Inputs turned into embeddings by a backbone, by backbone (embedding cache hits not counted).",
+    ["backbone"],
 )
+EMBEDDING_CACHE_HITS = Counter(
+    "transferd_embedding_cache_hits",
+    "Inputs whose embedding came from the cache (the tenant had embedded them before), by "
+    "backbone.",
+    ["backbone"],
+)
+EMBEDDING_CACHE_MISSES = Counter(
+    "transferd_embedding_cache_misses",
+    "Inputs looked up in the embedding cache and not found, by backbone (computed, or taken "
+    "from a request computing them at that moment).",
+    ["backbone"],
+)
+EMBEDDING_CACHE_EVICTIONS = Counter(
+    "transferd_embedding_cache_evictions",
+    "Embeddings dropped from the cache to keep it within TRANSFERD_EMBEDDING_CACHE_MB.",
+)
+EMBEDDING_CACHE_BYTES = Gauge(
+    "transferd_embedding_cache_bytes", "Memory the embedding cache holds, in bytes (estimated)."
+)
+EMBEDDING_CACHE_ENTRIES = Gauge("transferd_embedding_cache_entries", "Embeddings the cache holds.")
 BATCH_SIZE = Histogram(
     "transferd_batch_size",
     "Sequences per backbone inference call.",

@@ -14,6 +14,7 @@ from service.api.decoding import RequestDecoder
 from service.api.grpc_server import GrpcServer
 from service.api.request_limits import SMALL, largest_input_bytes, method_limits
 from service.backbones.embedder import Embedder
+from service.backbones.embedding_cache import EmbeddingCache
 from service.backbones.inputs import InputLimits
 from service.backbones.loader import build_backbones
 from service.config import Settings
@@ -54,7 +55,11 @@ class Server:
             else None
         )
         limits = InputLimits(settings.max_inputs_per_request, settings.max_text_bytes)
-        self.embedder = Embedder(build_backbones(settings, self._preprocess), limits)
+        self.embedder = Embedder(
+            build_backbones(settings, self._preprocess),
+            limits,
+            EmbeddingCache(int(settings.embedding_cache_mb * 1024 * 1024)),
+        )
         url = settings.database_url.get_secret_value() if settings.database_url else None
         if url is None:
             # A missing database beside existing heads is refused before anything is created.
@@ -196,7 +201,11 @@ async def serve(settings: Settings) -> None:
         await asyncio.gather(starting, return_exceptions=True)
         await server.stop()
         return
-    starting.result()  # a failed start-up raises here
+    if starting.exception() is not None:
+        # A backbone that cannot load (a missing CUDA provider, a model that does not match its
+        # card): stop what already runs (gRPC listens by now) before the error ends the process.
+        await server.stop()
+        starting.result()
     sig = await received
     log.info("received %s", sig.name)
     # Orchestrators send SIGTERM and wait; a person at a terminal pressing Ctrl-C should not.

@@ -19,6 +19,12 @@ from heads import RawInputs
 from service import metrics, request_context
 from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import BackboneCard
+from service.backbones.embedding_cache import (
+    CachedEmbedding,
+    CacheKey,
+    ComputationAbandoned,
+    EmbeddingCache,
+)
 from service.backbones.inputs import ImageInput, Input, InputLimits, TextInput, check_count
 from service.backbones.modalities.base import Modality
 from service.backbones.runtimes.base import BackboneRuntime
@@ -53,9 +59,11 @@ class Embedder:
         self,
         backbones: dict[str, ServedBackbone],
         limits: InputLimits,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         self._backbones = backbones
         self._limits = limits
+        self._cache = cache if cache is not None else EmbeddingCache(0)
 
     @property
     def limits(self) -> InputLimits:
@@ -133,8 +141,9 @@ class Embedder:
         wheres: list[str] | None = None,
         *,
         tenant: str | None = None,
+        training: bool = False,
     ) -> EmbedResult:
-        """Embeds `inputs` with `backbone`.
+        """Embeds `inputs` with `backbone`, through the tenant's part of the embedding cache.
 
         Args:
             backbone: A served backbone's name.
@@ -142,8 +151,10 @@ class Embedder:
             field: The request field holding the inputs (for the count error).
             wheres: How errors name each input (default ``field[i]``); callers that embed a
                 part of a request pass the positions in the whole request.
-            tenant: Whose share of the backbone this work counts against (default: the calling
-                tenant; training jobs pass `request_context.TRAINING_TENANT`).
+            tenant: Whose inputs these are (default: the calling tenant): the cache is theirs.
+            training: The work of a training job: it counts against the backbone's "training"
+                share (`request_context.TRAINING_TENANT`) and has no deadline (a job outlives
+                the RPC that started it).
 
         Raises:
             InvalidArgument: unknown backbone, or a bad input (named by index).
@@ -156,18 +167,28 @@ class Embedder:
         for item, where in zip(inputs, wheres, strict=True):
             self.check_input(served, item, where)
         tenant = tenant or calling_tenant()
-        # A training job outlives the RPC that started it: the RPC's deadline is not its own.
-        deadline = (
-            None
-            if tenant == request_context.TRAINING_TENANT
-            else request_context.current_deadline()
+        work = _Work(
+            served,
+            share=request_context.TRAINING_TENANT if training else tenant,
+            deadline=None if training else request_context.current_deadline(),
         )
-        costs = served.modality.costs(inputs)
-        with served.admission.admit(tenant, sum(costs)):
-            prepared = await served.modality.prepare(inputs, wheres, costs, tenant, deadline)
-            vectors = await served.runtime.embed(prepared.items, tenant, deadline)
-        metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(inputs))
-        return EmbedResult(served.card, vectors, prepared.truncated_to)
+        keys = await self._cache_keys(tenant, served.card.fingerprint, inputs)
+        return await _EmbeddingThroughCache(self._cache, work, inputs, wheres, keys).run()
+
+    async def _cache_keys(
+        self, tenant: str, fingerprint: str, inputs: list[Input]
+    ) -> list[CacheKey | None]:
+        """The cache key of each input; hashed off the event loop when the inputs are large
+        (images), so that other requests are not held up meanwhile."""
+
+        def keys() -> list[CacheKey | None]:
+            return [self._cache.key(tenant, fingerprint, item) for item in inputs]
+
+        if not self._cache.enabled:
+            return [None] * len(inputs)
+        if sum(_size_of(item) for item in inputs) > _HASH_ON_LOOP_BYTES:
+            return await asyncio.to_thread(keys)
+        return keys()
 
     async def baseline_inputs(
         self, backbone: str, inputs: list[Input], wheres: list[str], tenant: str
@@ -183,3 +204,131 @@ class Embedder:
         costs = served.modality.costs(inputs)
         with served.admission.admit(tenant, sum(costs)):
             return await served.modality.baseline_inputs(inputs, wheres, costs, tenant)
+
+
+#: Inputs larger than this in all are hashed in a worker thread (hashlib releases the GIL).
+_HASH_ON_LOOP_BYTES = 1 << 20
+
+
+def _size_of(item: Input) -> int:
+    if isinstance(item, TextInput):
+        return len(item.text)
+    if isinstance(item, ImageInput):
+        return len(item.data)
+    return 0
+
+
+@dataclass(frozen=True)
+class _Work:
+    """How inputs missing from the cache are computed: on which backbone, in whose share of it,
+    before which deadline."""
+
+    served: ServedBackbone
+    share: str  # the tenant whose admission share and batcher turn the work takes
+    deadline: float | None  # loop clock; None: no deadline
+
+    async def compute(self, inputs: list[Input], wheres: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Embeds `inputs` on the backbone: admission, preparation, the runtime's batcher."""
+        served = self.served
+        costs = served.modality.costs(inputs)
+        with served.admission.admit(self.share, sum(costs)):
+            prepared = await served.modality.prepare(
+                inputs, wheres, costs, self.share, self.deadline
+            )
+            vectors = await served.runtime.embed(prepared.items, self.share, self.deadline)
+        metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(inputs))
+        return vectors, prepared.truncated_to
+
+
+class _EmbeddingThroughCache:
+    """One request's inputs: those in the cache are copied from it, those another request is
+    computing are awaited, the rest (each distinct input once) are computed and kept."""
+
+    def __init__(
+        self,
+        cache: EmbeddingCache,
+        work: _Work,
+        inputs: list[Input],
+        wheres: list[str],
+        keys: list[CacheKey | None],
+    ) -> None:
+        self._cache = cache
+        self._work = work
+        self._inputs = inputs
+        self._wheres = wheres
+        self._keys = keys
+        card = work.served.card
+        self._rows = np.empty((len(inputs), card.dim), dtype=np.float32)
+        self._truncated_to = [0] * len(inputs)
+
+    async def run(self) -> EmbedResult:
+        backbone = self._work.served.card.name
+        first_of: dict[CacheKey, int] = {}  # each distinct key's first position
+        repeats: list[tuple[int, int]] = []  # (position, the earlier position of its input)
+        mine: list[int] = []  # positions this request computes
+        awaited: list[tuple[int, asyncio.Future[CachedEmbedding]]] = []
+        for position, key in enumerate(self._keys):
+            if key is None:
+                mine.append(position)
+                continue
+            if key in first_of:
+                repeats.append((position, first_of[key]))
+                continue
+            first_of[key] = position
+            entry = self._cache.get(key, backbone)
+            if entry is not None:
+                self._fill(position, entry.row(), entry.truncated_to)
+            elif (pending := self._cache.being_computed(key)) is not None:
+                awaited.append((position, pending))
+            else:
+                self._cache.start_computing(key)
+                mine.append(position)
+        await self._compute(mine, marked=True)
+        await self._await_others(awaited)
+        for position, earlier in repeats:
+            self._fill(position, self._rows[earlier], self._truncated_to[earlier])
+        return EmbedResult(self._work.served.card, self._rows, self._truncated_to)
+
+    async def _compute(self, positions: list[int], marked: bool) -> None:
+        """Computes the inputs at `positions` and keeps them; `marked`: their keys were marked
+        as being computed, and must be unmarked whatever happens (waiters then retry)."""
+        if not positions:
+            return
+        try:
+            vectors, truncated_to = await self._work.compute(
+                [self._inputs[p] for p in positions], [self._wheres[p] for p in positions]
+            )
+        except BaseException:
+            if marked:
+                for position in positions:
+                    if (key := self._keys[position]) is not None:
+                        self._cache.finish_computing(key, None)
+            raise
+        for index, position in enumerate(positions):
+            self._fill(position, vectors[index], truncated_to[index])
+            if (key := self._keys[position]) is not None:
+                entry = CachedEmbedding(vectors[index].tobytes(), truncated_to[index])
+                if marked:
+                    self._cache.finish_computing(key, entry)
+                else:
+                    self._cache.put(key, entry)
+
+    async def _await_others(
+        self, awaited: list[tuple[int, asyncio.Future[CachedEmbedding]]]
+    ) -> None:
+        """Takes the results other requests computed; those they gave up on (cancelled, past
+        their deadline, failed) are computed here, in one call."""
+        abandoned: list[int] = []
+        for position, pending in awaited:
+            try:
+                # shield: this request's cancellation must not cancel the other's result.
+                entry = await asyncio.shield(pending)
+            except ComputationAbandoned:
+                abandoned.append(position)
+                continue
+            self._fill(position, entry.row(), entry.truncated_to)
+        await self._compute(abandoned, marked=False)
+
+    def _fill(self, position: int, row: np.ndarray, truncated_to: int) -> None:
+        self._rows[position] = row
+        self._truncated_to[position] = truncated_to

@@ -104,6 +104,7 @@ def _runtime(
         max_batch_size=settings.max_batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_s=settings.batch_wait_ms / 1000,
+        device=settings.device,
     )
     return EmbeddedRuntime(card, folder, modality, options)
 

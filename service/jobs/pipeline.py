@@ -62,7 +62,9 @@ async def run_training(
         if request.backbone == AUTO_BACKBONE
         else [embedder.get(request.backbone).card]
     )
-    vectors, raw = await _embed_examples(request, backbones, embedder, chunk_size, report, control)
+    vectors, raw = await _embed_examples(
+        tenant, request, backbones, embedder, chunk_size, report, control
+    )
     # One backbone: its embeddings; "auto": every candidate's, chosen from by heads.
     embeddings: np.ndarray | dict[str, np.ndarray] = (
         vectors if request.backbone == AUTO_BACKBONE else vectors[backbones[0].name]
@@ -94,6 +96,7 @@ async def run_training(
 
 
 async def _embed_examples(
+    tenant: str,
     request: TrainingRequest,
     backbones: list[BackboneCard],
     embedder: Embedder,
@@ -102,7 +105,8 @@ async def _embed_examples(
     control: JobControl,
 ) -> tuple[dict[str, np.ndarray], RawInputs]:
     """The examples embedded by each backbone (by name), and as the from-scratch baseline sees
-    them; progress covers the embedding share of the job.
+    them; progress covers the embedding share of the job. Examples `tenant` embedded before
+    come from its part of the embedding cache.
 
     Raises:
         JobCancelled: ``control`` was stopped (checked between chunks).
@@ -124,7 +128,7 @@ async def _embed_examples(
             chunk = request.inputs[start : start + chunk_size]
             wheres = [f"examples[{start + i}].input" for i in range(len(chunk))]
             result = await embedder.embed(
-                card.name, chunk, field="examples", wheres=wheres, tenant=TRAINING_TENANT
+                card.name, chunk, field="examples", wheres=wheres, tenant=tenant, training=True
             )
             chunks.append(result.vectors)
             if index == 0:  # what the from-scratch baseline learns from (heads.transfer)
@@ -144,9 +148,7 @@ def _trained_on(trained: TrainedHead, backbones: list[BackboneCard]) -> Backbone
     return next(card for card in backbones if card.name == name)
 
 
-def _tell_of_negative_transfer(
-    tenant: str, head: str, backbone: str, trained: TrainedHead
-) -> None:
+def _tell_of_negative_transfer(tenant: str, head: str, backbone: str, trained: TrainedHead) -> None:
     """Logs and counts a head that a from-scratch model beat: it is still published (the job
     succeeds), and its Job and Head carry the warning."""
     transfer = trained.summary.transfer

@@ -80,7 +80,8 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(
 def test_overload_is_resource_exhausted_not_an_unbounded_queue(
     tmp_path, model_repo, sentences
 ) -> None:
-    """With room for 16 waiting inputs, a burst of 40 requests of 8 texts is partly refused."""
+    """With room for 16 waiting inputs, a burst of 40 requests of 8 new texts each is partly
+    refused (new: texts the tenant sent before come from the embedding cache, at no cost)."""
     process = start_server(tmp_path, model_repo, TRANSFERD_MAX_QUEUED_INPUTS="16")
     try:
         key = process.create_tenant_key("acme")
@@ -88,7 +89,10 @@ def test_overload_is_resource_exhausted_not_an_unbounded_queue(
         async def burst() -> list:
             async with authed_aio_channel(process.address, key) as channel:
                 stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-                calls = [stub.Embed(text_request(sentences[:8])) for _ in range(40)]
+                calls = [
+                    stub.Embed(text_request([f"{text} ({i})" for text in sentences[:8]]))
+                    for i in range(40)
+                ]
                 return await asyncio.gather(*calls, return_exceptions=True)
 
         results = asyncio.run(burst())

@@ -6,6 +6,9 @@ and every load loop is bounded. Run alone: `pytest tests/integration/test_fairne
 
 The server's calls are made small (4 texts of 256 tokens) so that the floods fit a test's time on
 a 2-core machine; the fairness does not depend on the size (bench/fairness.py uses the defaults).
+Its embedding cache is off: the baselines repeat one request, and a flood of repeated texts would
+be served from the cache rather than load the backbone (a flood of new texts is what these
+tests stand for).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def arena(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterato
         model_repo,
         TRANSFERD_MAX_BATCH_TOKENS=str(CALL_TOKENS),
         TRANSFERD_MAX_BATCH_SIZE="16",
+        TRANSFERD_EMBEDDING_CACHE_MB="0",
     )
     yield server
     server.stop()

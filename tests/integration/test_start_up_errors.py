@@ -63,3 +63,15 @@ def test_repair_refuses_a_postgresql_store_clearly(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "nothing to repair from the files" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cuda_demanded_without_the_cuda_provider_is_named_without_a_traceback(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    """This machine's ONNX Runtime has no CUDA provider: TRANSFERD_DEVICE=cuda stops start-up
+    with the remedy, where the default (auto) serves on the CPU."""
+    output = _exit_of(tmp_path, model_repo, TRANSFERD_DEVICE="cuda")
+    assert "transferd: cannot serve: TRANSFERD_DEVICE=cuda, but this ONNX Runtime has no " in (
+        output
+    )
+    assert "transferd[gpu]" in output and "Traceback" not in output

@@ -27,6 +27,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from service.backbones.admission import AdmissionGate
 from service.backbones.card import BackboneCard
 from service.backbones.embedder import Embedder, ServedBackbone
+from service.backbones.embedding_cache import EmbeddingCache
 from service.backbones.inputs import InputLimits
 from service.backbones.modalities.tensors import TEXT_TENSORS
 from service.backbones.modalities.text import TextModality
@@ -175,6 +176,7 @@ def build_embedder(
     max_text_bytes: int = 1024,
     max_batch_size: int = 4,
     lanes: int = 2,
+    cache_bytes: int = 0,
 ) -> TinyStack:
     """The served backbone as `service.backbones.loader` builds it, on a DeterministicRuntime.
 
@@ -187,6 +189,7 @@ def build_embedder(
         max_text_bytes: Largest text accepted.
         max_batch_size: Items of one runtime call.
         lanes: Calls in flight at once.
+        cache_bytes: The embedding cache's budget (0, the default here: no cache).
     """
     card = backbone.card
     assert card.max_sequence_length is not None
@@ -199,7 +202,9 @@ def build_embedder(
     served = ServedBackbone(
         card, modality, AdmissionGate(card.name, capacity_tokens, modality.unit), runtime
     )
-    embedder = Embedder({card.name: served}, InputLimits(max_inputs, max_text_bytes))
+    embedder = Embedder(
+        {card.name: served}, InputLimits(max_inputs, max_text_bytes), EmbeddingCache(cache_bytes)
+    )
     return TinyStack(embedder, runtime, served, backbone)
 
 

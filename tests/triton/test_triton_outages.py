@@ -52,7 +52,10 @@ def stack(tmp_path: Path, model_repo: Path) -> Iterator[tuple[TritonProcess, Ser
     """A Triton and a gateway of this test's own: the test kills and restarts its Triton."""
     triton = start_triton(tmp_path / "triton", model_repo)
     try:
-        gateway = start_triton_gateway(tmp_path / "gateway", model_repo, triton.grpc_url)
+        # The embedding cache off: the clients repeat their texts, which must reach Triton.
+        gateway = start_triton_gateway(
+            tmp_path / "gateway", model_repo, triton.grpc_url, TRANSFERD_EMBEDDING_CACHE_MB="0"
+        )
         try:
             yield triton, gateway, gateway.create_tenant_key("acme")
         finally:

@@ -18,7 +18,15 @@ from service.backbones.batcher import FairBatcher
 from service.backbones.card import BackboneCard, model_path
 from service.backbones.modalities.base import Modality
 from service.backbones.runtimes.base import BackboneLoadError, RuntimeNeeds
+from service.backbones.runtimes.device import (
+    CPU_PROVIDER,
+    Placement,
+    choose_placement,
+    confirm_placement,
+    run_bound,
+)
 from service.backbones.runtimes.warm_up import warm_up
+from service.config import Device
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ class EmbeddedOptions:
         max_batch_size: Items of one call.
         max_batch_tokens: Padded tokens of one text call.
         max_wait_s: How long an idle batcher waits for more work before the first call.
+        device: Where sessions run (`TRANSFERD_DEVICE`; runtimes/device.py).
     """
 
     threads: int
@@ -40,10 +49,13 @@ class EmbeddedOptions:
     max_batch_size: int
     max_batch_tokens: int
     max_wait_s: float
+    device: Device = Device.CPU
 
 
-def make_session(onnx_file: Path, threads: int) -> ort.InferenceSession:
-    """An ONNX Runtime session sized to the machine.
+def make_session(
+    onnx_file: Path, threads: int, providers: list[str] | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime session sized to the machine, on `providers` (default: the CPU).
 
     Its intra-op pool may use every core: one tenant's calls run one at a time, and a call of
     another tenant beside it shares the pool (ONNX Runtime runs concurrent calls of one session
@@ -56,7 +68,7 @@ def make_session(onnx_file: Path, threads: int) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_file), options, providers=providers or [CPU_PROVIDER])
 
 
 def check_session_matches_card(session: ort.InferenceSession, card: BackboneCard) -> None:
@@ -84,6 +96,8 @@ class EmbeddedRuntime:
         self.card = card
         self._folder = folder
         self._threads = options.threads
+        self._device = options.device
+        self._placement: Placement | None = None  # chosen when the session is loaded
         self.needs = RuntimeNeeds(
             max_batch_size=lambda: options.max_batch_size,
             full_call_items=options.max_batch_size,
@@ -122,8 +136,10 @@ class EmbeddedRuntime:
         metrics.BACKBONE_READY.labels(backbone=self.card.name, runtime=self.kind).set(1)
 
     def _load(self) -> ort.InferenceSession:
-        session = make_session(model_path(self._folder), self._threads)
+        placement = choose_placement(self._device, self.card)
+        session = make_session(model_path(self._folder), self._threads, placement.providers)
         check_session_matches_card(session, self.card)
+        self._placement = confirm_placement(placement, self._device, session, self.card)
         return session
 
     def is_ready(self) -> bool:
@@ -141,10 +157,13 @@ class EmbeddedRuntime:
 
     def _infer(self, items: list[Any]) -> np.ndarray:
         """One inference call over the items the batcher chose."""
-        assert self._session is not None
+        assert self._session is not None and self._placement is not None
         feed = self._batching.collate(items)
         started = time.perf_counter()
-        (rows,) = self._session.run([self.card.output_name], feed)
+        if self._placement.on_cuda:
+            rows = run_bound(self._session, feed, self.card.output_name, "cuda")
+        else:
+            (rows,) = self._session.run([self.card.output_name], feed)
         self._latency.observe(time.perf_counter() - started)
         self._batch_size.observe(len(items))
         return rows

@@ -9,7 +9,7 @@ import pytest
 
 from service.backbones.inputs import Input, TextInput
 from service.errors import Unavailable
-from service.request_context import TRAINING_TENANT, set_deadline_in
+from service.request_context import set_deadline_in
 from tests.support.deterministic_runtime import Call
 from tests.support.scenario import run
 from tests.support.tiny_backbone import TOPICS, TinyStack, TinyTextBackbone, running_embedder
@@ -121,17 +121,19 @@ def test_work_past_its_deadline_is_dropped_unrun_but_training_has_no_rpc_deadlin
     """A request whose RPC deadline passed is dropped when the batcher reaches it (UNAVAILABLE,
     never computed); the training tenant's work, outliving any RPC, ignores that deadline."""
 
-    async def under_a_passed_deadline(stack: TinyStack, tenant: str | None) -> np.ndarray:
+    async def under_a_passed_deadline(stack: TinyStack, training: bool) -> np.ndarray:
         set_deadline_in(0)  # this task's RPC deadline is now
-        result = await stack.embedder.embed(stack.name, _texts(SMALL), tenant=tenant)
+        result = await stack.embedder.embed(
+            stack.name, _texts(SMALL), tenant="acme", training=training
+        )
         return result.vectors
 
     async def scenario() -> None:
         async with running_embedder(backbone) as stack:
             with pytest.raises(Unavailable, match="deadline"):
-                await asyncio.create_task(under_a_passed_deadline(stack, "acme"))
+                await asyncio.create_task(under_a_passed_deadline(stack, False))
             assert stack.runtime.submitted("acme") == 1 and stack.runtime.served_calls == []
-            rows = await asyncio.create_task(under_a_passed_deadline(stack, TRAINING_TENANT))
+            rows = await asyncio.create_task(under_a_passed_deadline(stack, True))
             np.testing.assert_array_equal(rows, backbone.vectors([SMALL]))
             assert len(stack.runtime.served_calls) == 1
 
