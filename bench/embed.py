@@ -28,7 +28,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkout  # noqa: F401 - devtools from the checkout
-from corpus import real_texts
 
 from devtools.client import authed_aio_channel
 from devtools.launcher import ServerProcess
@@ -36,6 +35,7 @@ from service.backbones.card import BackboneCard, model_path
 from service.backbones.modalities.text_batches import collate_text
 from service.backbones.modalities.text_preprocessing import TextPreprocessor
 from service.backbones.runtimes.embedded import make_session
+from service.export.corpus import real_texts
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"

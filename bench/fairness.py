@@ -27,10 +27,10 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkout  # noqa: F401 - devtools from the checkout
-from corpus import real_texts
 
 from devtools.client import authed_channel
 from devtools.launcher import ServerProcess
+from service.export.corpus import real_texts
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"

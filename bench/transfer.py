@@ -32,13 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkout  # noqa: F401 - devtools from the checkout
-from corpus import labelled_texts
 
 from devtools.client import authed_channel
 from devtools.launcher import ServerProcess
 from devtools.tasks import code_task
 from heads.targets import encode_targets
 from heads.transfer import RawInputs, baseline_predictions
+from service.export.corpus import labelled_texts
 from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc
 
 Pairs = list[tuple[str, str]]

@@ -29,6 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--fp16", action="store_true", help="MiniLM in float16, for GPUs (README: Triton)"
     )
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="build BACKBONE-int8 from an exported float32 text backbone, behind an accuracy "
+        "gate (README: int8 backbones)",
+    )
+    export.add_argument(
+        "--backbone",
+        default="all-minilm-l6-v2",
+        help="the backbone --quantize starts from (default: all-minilm-l6-v2)",
+    )
     hf = export.add_argument_group(
         "a local Hugging Face model instead of the default backbones",
         "text: bert, roberta, distilbert, gpt2; image: vit, resnet (from the folder's config.json)",
@@ -127,6 +138,24 @@ def _export_defaults(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})")
 
 
+def _export_int8(args: argparse.Namespace, settings: Settings) -> None:
+    """`export --quantize int8 [--backbone NAME]`: the gated int8 variant of one text backbone."""
+    from service.export import ExportVerificationError, export_int8  # onnxruntime.quantization
+
+    try:
+        outcome = export_int8(settings.model_repo, args.backbone, force=args.force)
+    except ExportVerificationError as error:
+        sys.exit(f"transferd: cannot quantize {args.backbone}: {error}")
+    state = "exported" if outcome.written else "up to date"
+    gate = outcome.card.export["gate"]
+    print(
+        f"{outcome.name}: {state} in {outcome.folder} (gate on {gate['texts']} texts: "
+        f"LR accuracy {gate['int8_lr_accuracy']} vs {gate['float_lr_accuracy']} float, "
+        f"5-NN {gate['int8_knn_accuracy']} vs {gate['float_knn_accuracy']}, worst cosine "
+        f"{gate['min_cosine']}; fingerprint {outcome.card.fingerprint})"
+    )
+
+
 def _export_hf(args: argparse.Namespace, settings: Settings) -> None:
     """`export --hf-model PATH --name NAME`: one model from a local Hugging Face folder."""
     if args.hf_model is None or args.name is None:
@@ -162,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "export":
         settings = _settings(args, ("model_repo",))
         _configure_logging(settings.log_level)
+        if args.quantize is not None:
+            if args.hf_model is not None or args.fp16:
+                sys.exit("transferd: --quantize goes alone (with --backbone and --force)")
+            _export_int8(args, settings)
+            return
         if args.hf_model is not None or args.name is not None:
             _export_hf(args, settings)
             return

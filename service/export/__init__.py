@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.backbones.card import BackboneCard, model_path, sha256_of_file
-from service.export import efficientnet, minilm, mpnet
+from service.export import efficientnet, minilm, mpnet, quantize
 from service.export.publish import publish_backbone
 from service.export.sentences import VERIFICATION_SENTENCES
 from service.export.triton_config import render_config
@@ -22,6 +22,7 @@ __all__ = [
     "ExportVerificationError",
     "export_default_backbones",
     "export_efficientnet_lite0",
+    "export_int8",
     "export_minilm",
     "export_mpnet",
 ]
@@ -129,16 +130,41 @@ def export_mpnet(
     )
 
 
+def export_int8(model_repo: Path, backbone: str, force: bool = False) -> ExportOutcome:
+    """Builds `<backbone>-int8` from the float32 text backbone `backbone` of `model_repo`, unless
+    an intact variant of the same recipe and source exists; it must pass its accuracy gate.
+
+    Raises:
+        ExportVerificationError: no such float32 text backbone, or the variant fails its gate;
+            nothing is written.
+    """
+    source = model_repo / backbone
+    if current_card(source) is None:
+        raise ExportVerificationError(
+            f"no intact export of {backbone!r} in {model_repo} to quantize (export it first)"
+        )
+    return _export_unless_current(
+        model_repo / quantize.variant_name(backbone),
+        force,
+        lambda card: quantize.is_up_to_date(card, source),
+        lambda: quantize.build(source),
+    )
+
+
 def export_default_backbones(
     model_repo: Path, force: bool = False, fp16: bool = False
 ) -> list[ExportOutcome]:
-    """Exports every default backbone into `model_repo`: MiniLM and MPNet (text),
-    EfficientNet-Lite0 (image).
+    """Exports every default backbone into `model_repo`: MiniLM, its int8 variant and MPNet
+    (text), EfficientNet-Lite0 (image).
 
-    `fp16` applies to MiniLM (the others are exported in float32).
+    `fp16` applies to MiniLM (the others are exported in float32), and leaves out the int8
+    variant: a float16 repository is for GPUs, where int8 is slow.
     """
+    minilm_outcome = export_minilm(model_repo, force=force, fp16=fp16)
+    variants = [] if fp16 else [export_int8(model_repo, minilm.NAME, force=force)]
     return [
-        export_minilm(model_repo, force=force, fp16=fp16),
+        minilm_outcome,
+        *variants,
         export_mpnet(model_repo, force=force),
         export_efficientnet_lite0(model_repo, force=force),
     ]
