@@ -2,13 +2,19 @@
 
 Contenders, on the same real texts in the same run (the machine is shared and noisy: only ratios
 measured together mean anything):
-  (a) sentence-transformers `encode` in-process, batch 32 (torch);
+  (a) sentence-transformers `encode` in-process, batch 32 (torch, float32);
   (b) the exported ONNX model on ONNX Runtime in-process, batch 32, no server (sorted by length,
       as sentence-transformers does, so it is the strongest in-process baseline);
-  (c) Embed over gRPC to a real `transferd serve`, 32 texts a request, 4 requests in flight;
-  (d) the same as (c) with all-mpnet-base-v2, the stronger text backbone: c / d is what it costs
+  (c) Embed over gRPC to a real `transferd serve` with all-minilm-l6-v2-int8, the fastest MiniLM
+      it serves, 32 texts a request, 4 requests in flight;
+  (d) the same with all-minilm-l6-v2 (float32): c / d is what int8 saves, `int8 speed-up`;
+  (e) the same with all-mpnet-base-v2, the stronger text backbone: d / e is what it costs
       against MiniLM, printed as `mpnet cost`.
-Each contender runs `--rounds` times, interleaved, and its best round counts.
+Each contender runs `--rounds` times, interleaved, and its best round counts. That server's
+embedding cache is off: every round sends the same texts, which must reach the backbone. Then
+bench/embed_cache.py measures, on servers with the default settings, what is done twice: a second
+Embed of the same texts (cache), TrainHead on examples already embedded, and the first request
+after SERVING against steady state (warm-up).
 The last line is `ratio X` with X = c / a.
 """
 
@@ -28,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkout  # noqa: F401 - devtools from the checkout
+from embed_cache import run_repeats
 
 from devtools.client import authed_aio_channel
 from devtools.launcher import ServerProcess
@@ -35,10 +42,13 @@ from service.backbones.card import BackboneCard, model_path
 from service.backbones.modalities.text_batches import collate_text
 from service.backbones.modalities.text_preprocessing import TextPreprocessor
 from service.backbones.runtimes.embedded import make_session
-from service.export.corpus import real_texts
+from service.export.corpus import labelled_texts, real_texts
 from transferd.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 BACKBONE = "all-minilm-l6-v2"
+INT8_BACKBONE = "all-minilm-l6-v2-int8"
+CACHE_TEXTS = 512
+TRAIN_EXAMPLES = 256
 STRONGER_BACKBONE = "all-mpnet-base-v2"
 BATCH = 32
 IN_FLIGHT = 4
@@ -143,14 +153,19 @@ def main() -> None:
         return
 
     log = Path(tempfile.mkdtemp(prefix="transferd-bench-")) / "server.log"
-    env = {"TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()), "TRANSFERD_LOG_LEVEL": "WARNING"}
+    env = {
+        "TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()),
+        "TRANSFERD_LOG_LEVEL": "WARNING",
+        "TRANSFERD_EMBEDDING_CACHE_MB": "0",
+    }
     with ServerProcess(env, log) as server:
         key = server.create_tenant_key("bench")
         contenders = {
             "a sentence-transformers": sentence_transformers_contender(texts),
             "b onnxruntime in-process": onnxruntime_contender(texts, args.model_repo),
-            "c transferd gRPC": grpc_contender(texts, server.address, key),
-            "d transferd gRPC, mpnet": grpc_contender(
+            "c transferd gRPC, int8": grpc_contender(texts, server.address, key, INT8_BACKBONE),
+            "d transferd gRPC, fp32": grpc_contender(texts, server.address, key),
+            "e transferd gRPC, mpnet": grpc_contender(
                 texts, server.address, key, STRONGER_BACKBONE
             ),
         }
@@ -164,8 +179,9 @@ def main() -> None:
 
     reference = outputs["a sentence-transformers"]
     for name, out in outputs.items():
-        if name.startswith("d"):  # another model: nothing to compare with
-            print(f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {', '.join(f'{t:.1f}' for t in timings[name])})")
+        rounds = ", ".join(f"{t:.1f}" for t in timings[name])
+        if name.startswith("e"):  # another model: nothing to compare with
+            print(f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {rounds})")
             continue
         cosine = float(
             (
@@ -175,11 +191,28 @@ def main() -> None:
             ).min()
         )
         print(
-            f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {', '.join(f'{t:.1f}' for t in timings[name])}; min cosine vs a {cosine:.6f})"
+            f"{name:26s} {max(timings[name]):8.1f} texts/s  (rounds: {rounds}; min cosine vs a "
+            f"{cosine:.6f})"
         )
-    a, b, c, d = (max(timings[name]) for name in contenders)
-    print(f"serving overhead c/b {c / b:.3f}")
-    print(f"mpnet cost c/d {c / d:.2f}x the time of MiniLM per text")
+    a, b, c, d, e = (max(timings[name]) for name in contenders)
+    repeats = run_repeats(
+        texts[:CACHE_TEXTS],
+        labelled_texts(TRAIN_EXAMPLES),
+        args.model_repo,
+        args.rounds,
+        lambda address, key: grpc_contender(texts[:CACHE_TEXTS], address, key),
+    )
+    for name, (first, again) in repeats.items():
+        print(f"{name:9s} first {first * 1000:8.1f} ms, again {again * 1000:8.1f} ms")
+    print(f"serving overhead d/b {d / b:.3f}")
+    print(f"mpnet cost d/e {d / e:.2f}x the time of MiniLM per text")
+    first, again = repeats["warm-up"]
+    print(f"first request after SERVING / steady p50 {first / again:.2f}")
+    first, again = repeats["training"]
+    print(f"TrainHead on {TRAIN_EXAMPLES} fresh / already embedded examples {first / again:.2f}x")
+    first, again = repeats["cache"]
+    print(f"cache: second Embed of the same {CACHE_TEXTS} texts {first / again:.1f}x faster")
+    print(f"int8 speed-up c/d {c / d:.2f}x over gRPC")
     print(f"ratio {c / a:.3f}")
 
 

@@ -38,7 +38,12 @@ def _gateway(env: dict[str, str], workdir: Path, name: str) -> ServerProcess:
 def run(texts: list[str], model_repo: Path, rounds: int) -> None:
     """Measures (c) and (d) and prints throughput, Triton's batch statistics and `ratio d/c`."""
     workdir = Path(tempfile.mkdtemp(prefix="transferd-bench-triton-"))
-    base = {"TRANSFERD_MODEL_REPO": str(model_repo.resolve()), "TRANSFERD_LOG_LEVEL": "WARNING"}
+    # The embedding cache off: every round repeats the same texts, which must reach the backbone.
+    base = {
+        "TRANSFERD_MODEL_REPO": str(model_repo.resolve()),
+        "TRANSFERD_LOG_LEVEL": "WARNING",
+        "TRANSFERD_EMBEDDING_CACHE_MB": "0",
+    }
     with TritonProcess(model_repo, workdir / "triton", python_env=PYTHON_ENV) as triton:
         triton_env = {
             **base,

@@ -125,7 +125,12 @@ def main() -> None:
     big = request(texts)
     query = request([QUERY])
     log = Path(tempfile.mkdtemp(prefix="transferd-bench-")) / "server.log"
-    env = {"TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()), "TRANSFERD_LOG_LEVEL": "WARNING"}
+    # The embedding cache off: the flood repeats its texts, which must load the backbone.
+    env = {
+        "TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()),
+        "TRANSFERD_LOG_LEVEL": "WARNING",
+        "TRANSFERD_EMBEDDING_CACHE_MB": "0",
+    }
     with ServerProcess(env, log) as server:
         key_a, key_b = server.create_tenant_key("flooder"), server.create_tenant_key("victim")
         with (

@@ -50,10 +50,13 @@ def main() -> None:
 
     pairs = labelled_texts(args.texts)
     work = Path(tempfile.mkdtemp(prefix="transferd-bench-heads-"))
+    # The embedding cache off: every round trains on the same texts, which must be embedded
+    # each time for TrainHead to be compared with sklearn fed fresh embeddings.
     env = {
         "TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()),
         "TRANSFERD_DATA_DIR": str(work / "data"),
         "TRANSFERD_LOG_LEVEL": "WARNING",
+        "TRANSFERD_EMBEDDING_CACHE_MB": "0",
     }
     with (
         ServerProcess(env, work / "server.log") as server,

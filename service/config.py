@@ -205,7 +205,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         8_192,
         ge=1,
-        description="Most padded tokens (sequences x longest) in one embedded inference call.",
+        description="Most padded tokens (sequences x longest, or x the length bucket on Triton) "
+        "in one inference call the gateway makes, on either runtime; a single text longer than "
+        "this runs alone.",
     )
     batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="How long the batcher waits to fill a batch when idle."

@@ -10,7 +10,8 @@ tenant's small request waits for about the call in flight plus its own. Groups s
 the runtime allows it (`fits`).
 
 Work nobody waits for is never computed: a request whose caller was cancelled leaves the queues at
-once, and one whose deadline passed is dropped when it is reached, its remaining groups too.
+once, and one whose deadline passed is dropped when it is reached, its remaining groups too; its
+items in a group planned with another request's are taken out of the call before it runs.
 Errors of a call reach every request in it; the batcher lives on.
 """
 
@@ -278,16 +279,40 @@ class FairBatcher(Generic[Item, Result]):
         """Dropped groups: their requests were cancelled or are past their deadline."""
         for entry in dropped:
             self._dropped.inc(entry.size)
-            for request in entry.work.requests():
-                if not request.future.done():  # not cancelled, so its deadline passed
-                    request.future.set_exception(
-                        Unavailable(
-                            f"the request's deadline passed before backbone '{self._name}' "
-                            "reached it"
-                        )
+            self._fail_late(entry.work.requests())
+
+    def _fail_late(self, requests: list[_Request]) -> None:
+        """Fails the requests whose work was dropped and that are not cancelled: late ones."""
+        for request in requests:
+            if not request.future.done():  # not cancelled, so its deadline passed
+                request.future.set_exception(
+                    Unavailable(
+                        f"the request's deadline passed before backbone '{self._name}' reached it"
                     )
+                )
+
+    def _wanted(self, groups: list[_Group]) -> list[_Group]:
+        """The call's groups without the items of requests gone (cancelled, late) since queued.
+
+        A group planned from several requests of a tenant (`coalesce_items`) stays queued while
+        any of them is alive, so a request that went away may still have items in it: they are
+        taken out here, just before the call, so that the runtime never computes them.
+        """
+        now = asyncio.get_running_loop().time()
+        wanted: list[_Group] = []
+        for group in groups:
+            parts = [part for part in group.parts if part[0].alive(now)]
+            if len(parts) < len(group.parts):
+                self._dropped.inc(len(group.parts) - len(parts))
+                self._fail_late([r for r in group.requests() if not r.alive(now)])
+            if parts:
+                wanted.append(group if len(parts) == len(group.parts) else _Group(parts))
+        return wanted
 
     async def _run_call(self, groups: list[_Group]) -> None:
+        groups = self._wanted(groups)
+        if not groups:
+            return
         items = [item for group in groups for item in group.items()]
         try:
             results = await self._run(items)

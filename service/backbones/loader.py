@@ -126,5 +126,6 @@ def _triton_runtime(settings: Settings, card: BackboneCard, modality: Modality) 
         startup_timeout_s=settings.triton_startup_timeout_s,
         max_calls_in_flight=settings.triton_max_calls_in_flight,
         full_call_items=settings.max_batch_size,
+        max_batch_tokens=settings.max_batch_tokens,
     )
     return TritonRuntime(card, modality, options)

@@ -12,7 +12,8 @@ Hooks for tests, all driven by events (never by sleeping):
 
 - `hold()`: from then on every call, warm-up calls included, starts and then waits until the test
   lets it go (`let_go(call)`), or until `release()` lets every call go, now and later.
-- `calls`: every call in the order it started (`Call.items`, `.warm_up`, `.state`).
+- `calls`: every call in the order it started (`Call.items`, `.warm_up`, `.state`);
+  `padded_tokens(call)`: its items x the length its texts were padded to.
 - `submissions`: every `embed`, as (tenant, items), recorded when the batcher is asked.
 - `until(condition)`: waits until `condition()` is true, checked again on every change of the
   two lists above and of each call's state.
@@ -31,6 +32,7 @@ import numpy as np
 from service.backbones.batcher import FairBatcher
 from service.backbones.card import BackboneCard
 from service.backbones.modalities.base import Modality
+from service.backbones.modalities.tensors import TEXT_IDS
 from service.backbones.runtimes.base import RuntimeNeeds
 from service.backbones.runtimes.warm_up import warm_up
 
@@ -106,6 +108,9 @@ class DeterministicRuntime:
         max_batch_size: Items of one call (and of a full call, for the tenants' turns).
         lanes: Calls in flight at once; a tenant has one of them at most.
         max_batch_tokens: Padded tokens of one text call (None: the modality's default).
+        bucketed: Ask for Triton's needs instead of the embedded runtime's: texts padded to
+            length buckets, and the gateway neither merges groups nor plans a tenant's
+            requests together (Triton's own batcher merges calls).
         seed: The projection's seed.
     """
 
@@ -119,6 +124,7 @@ class DeterministicRuntime:
         max_batch_size: int = 4,
         lanes: int = 2,
         max_batch_tokens: int | None = None,
+        bucketed: bool = False,
         seed: int = 0,
     ) -> None:
         self.card = card
@@ -126,8 +132,8 @@ class DeterministicRuntime:
             max_batch_size=lambda: max_batch_size,
             full_call_items=max_batch_size,
             max_batch_tokens=max_batch_tokens,
-            bucketed=False,
-            merges=True,
+            bucketed=bucketed,
+            merges=not bucketed,
         )
         self._batching = modality.batching(self.needs)
         self._batcher: FairBatcher[Any, np.ndarray] = FairBatcher(
@@ -137,7 +143,7 @@ class DeterministicRuntime:
             max_in_flight=lanes,
             one_call_per_tenant=True,
             fill_items=max_batch_size,
-            coalesce_items=4 * max_batch_size,
+            coalesce_items=0 if bucketed else 4 * max_batch_size,
         )
         self.projection = Projection(card.dim, seed)
         self.calls: list[Call] = []
@@ -175,6 +181,12 @@ class DeterministicRuntime:
     def vectors(self, items: list[Any]) -> np.ndarray:
         """The rows these prepared items get, computed here without the batcher."""
         return self.projection(self._batching.collate(items))
+
+    def padded_tokens(self, call: Call) -> int:
+        """What a call costs the model in tokens: items x the sequence length it was padded to
+        (the collated ids' shape, so bucket rounding is counted)."""
+        ids = self._batching.collate(call.items)[TEXT_IDS]
+        return int(ids.shape[0] * ids.shape[1])
 
     @property
     def served_calls(self) -> list[Call]:

@@ -175,6 +175,8 @@ def build_embedder(
     max_inputs: int = 64,
     max_text_bytes: int = 1024,
     max_batch_size: int = 4,
+    max_batch_tokens: int | None = None,
+    bucketed: bool = False,
     lanes: int = 2,
     cache_bytes: int = 0,
 ) -> TinyStack:
@@ -188,6 +190,9 @@ def build_embedder(
         max_inputs: Most inputs of one request.
         max_text_bytes: Largest text accepted.
         max_batch_size: Items of one runtime call.
+        max_batch_tokens: Padded tokens of one runtime call (None: the modality's default).
+        bucketed: Plan calls for Triton's needs (length buckets, no merging) instead of the
+            embedded runtime's.
         lanes: Calls in flight at once.
         cache_bytes: The embedding cache's budget (0, the default here: no cache).
     """
@@ -197,7 +202,13 @@ def build_embedder(
         card.name, backbone.tokenizer_path, card.max_sequence_length, max_text_bytes, tokenizers
     )
     runtime = DeterministicRuntime(
-        card, modality, max_batch_size=max_batch_size, lanes=lanes, seed=backbone.seed
+        card,
+        modality,
+        max_batch_size=max_batch_size,
+        max_batch_tokens=max_batch_tokens,
+        bucketed=bucketed,
+        lanes=lanes,
+        seed=backbone.seed,
     )
     served = ServedBackbone(
         card, modality, AdmissionGate(card.name, capacity_tokens, modality.unit), runtime

@@ -344,3 +344,37 @@ def test_a_tenants_queued_requests_are_planned_together() -> None:
     first, second = asyncio.run(scenario())
     assert run.calls == [[0], [1, 2], [8, 9]]
     assert [row[0] for row in first] == [9, 2] and [row[0] for row in second] == [1, 8]
+
+
+def test_a_late_request_planned_with_a_live_one_is_taken_out_of_the_call() -> None:
+    """[9, 2] (late by the time its call runs) and [1, 8] are planned as one group: the call
+    computes [1, 8] alone; the late request fails and its items are never computed."""
+    run = Recorder(holds=lambda items: items == [0])
+
+    def one_group(items: list[int]) -> list[list[int]]:
+        return [list(range(len(items)))]
+
+    async def scenario() -> None:
+        batcher: FairBatcher[int, np.ndarray] = FairBatcher(
+            "test",
+            run,
+            CallPolicy(plan=one_group, cost=len, fits=lambda call, group: False, quantum=4.0),
+            coalesce_items=8,
+        )
+        batcher.start()
+        loop = asyncio.get_running_loop()
+        busy = asyncio.ensure_future(batcher.submit("t", [0]))
+        await run.held.wait()  # the runner is busy: the next two are planned together
+        late = asyncio.ensure_future(batcher.submit("t", [9, 2], deadline=loop.time() - 1))
+        kept = asyncio.ensure_future(batcher.submit("t", [1, 8]))
+        await _until_queued(batcher, 4)
+        assert len(batcher._queue.entries("t")) == 1  # one group of both requests
+        run.gate.set()
+        assert [row[0] for row in await kept] == [1, 8]
+        with pytest.raises(Unavailable, match="deadline"):
+            await late
+        await busy
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert run.calls == [[0], [1, 8]]

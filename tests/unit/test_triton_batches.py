@@ -59,6 +59,20 @@ def test_texts_of_one_bucket_go_in_one_call_and_far_apart_lengths_do_not() -> No
     assert sorted(map(sorted, calls)) == [[0, 1, 2, 4], [3]]
 
 
+def test_a_token_budget_counts_the_bucket_each_call_is_padded_to() -> None:
+    """17-token texts are padded to 24: a budget of 70 tokens holds two of them (48), not the
+    four that their own lengths (68) would allow; every call of mixed lengths stays within it."""
+    plan = text_call_planner(MAX, lambda: 64, max_batch_tokens=70)
+    assert [len(call) for call in plan([_text(17) for _ in range(6)])] == [2, 2, 2]
+    rng = np.random.default_rng(1)
+    items = [_text(int(n)) for n in rng.integers(1, 49, size=200)]  # buckets up to 48
+    calls = plan(items)
+    assert sorted(i for call in calls for i in call) == list(range(200))
+    for call in calls:
+        padded = collate_text_bucketed(MAX)([items[i] for i in call])["input_ids"].shape
+        assert padded[0] * padded[1] <= 70, padded
+
+
 def test_collate_pads_ids_and_mask_to_the_bucket_with_zeros() -> None:
     feed = collate_text_bucketed(MAX)([_text(20, token=5), _text(3, token=9)])
     assert set(feed) == {"input_ids", "attention_mask"}

@@ -12,6 +12,7 @@ from service.backbones.inputs import Input, TextInput, check_text
 from service.backbones.modalities.base import Batching, Prepared
 from service.backbones.modalities.tensors import TEXT_TENSORS, TensorSpec
 from service.backbones.modalities.text_batches import (
+    bucket_length,
     bucket_lengths,
     bucketed_call_policy,
     collate_text,
@@ -92,7 +93,10 @@ class TextModality:
     def batching(self, needs: RuntimeNeeds) -> Batching:
         if needs.bucketed:
             calls = bucketed_call_policy(
-                self._max_length, needs.max_batch_size, needs.full_call_items
+                self._max_length,
+                needs.max_batch_size,
+                needs.full_call_items,
+                needs.max_batch_tokens,
             )
             collate = collate_text_bucketed(self._max_length)
         else:
@@ -111,8 +115,20 @@ class TextModality:
             if length <= longest.length
         ]
         shortest = calls[0][0] if calls else longest
-        calls.append([shortest] * max(1, needs.max_batch_size()))
+        calls.append([shortest] * self._full_call_items(needs, shortest.length))
         return calls
+
+    def _full_call_items(self, needs: RuntimeNeeds, length: int) -> int:
+        """Items of the full warm-up call of `length`-token texts: the most a call may hold.
+
+        Warm-up calls bypass the fair batcher's planner, so the token budget is applied here:
+        max_batch_size texts of 16 tokens would exceed a budget below 16 x max_batch_size.
+        """
+        items = max(1, needs.max_batch_size())
+        if needs.max_batch_tokens is None:
+            return items
+        padded = bucket_length(length, self._max_length) if needs.bucketed else length
+        return max(1, min(items, needs.max_batch_tokens // padded))
 
     def start(self) -> None:
         """Nothing to start: the tokenizer pool is the server's."""

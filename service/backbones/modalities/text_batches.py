@@ -119,7 +119,7 @@ def bucket_length(length: int, max_length: int) -> int:
 
 
 def text_call_planner(
-    max_length: int, max_batch_size: Callable[[], int]
+    max_length: int, max_batch_size: Callable[[], int], max_batch_tokens: int | None = None
 ) -> Callable[[list[Any]], list[list[int]]]:
     """Plans a request's Triton calls: groups of item indices, each padded to one bucket.
 
@@ -127,31 +127,39 @@ def text_call_planner(
         max_length: The backbone's longest sequence (the last bucket).
         max_batch_size: Returns the model's max_batch_size as Triton reports it (it is read at
             start-up and again when Triton comes back, so it may change).
+        max_batch_tokens: Most padded tokens of one call, counted at the bucket length (None:
+            no limit beyond the model's own, size x max_length).
     """
 
     def plan(items: list[TokenizedText]) -> list[list[int]]:
         size = max(1, max_batch_size())
+        # Planned on the bucket lengths, the lengths the calls are padded to: the token budget
+        # then bounds what is sent, bucket rounding included.
         lengths = [bucket_length(item.length, max_length) for item in items]
-        # No token limit beyond the model's own: a bucketed call is at most size x max_length.
-        return plan_batches(lengths, size, size * max(max(lengths), max_length))
+        tokens = max_batch_tokens or size * max(max(lengths), max_length)
+        return plan_batches(lengths, size, tokens)
 
     return plan
 
 
 def bucketed_call_policy(
-    max_length: int, max_batch_size: Callable[[], int], full_call_items: int
+    max_length: int,
+    max_batch_size: Callable[[], int],
+    full_call_items: int,
+    max_batch_tokens: int | None = None,
 ) -> CallPolicy:
     """How the fair batcher sends bucketed calls: one planned group a call (Triton merges calls
-    itself), each costing its padded tokens; a full call is `full_call_items` x `max_length`."""
+    itself), each costing its padded tokens; a full call is `max_batch_tokens`, or without one
+    `full_call_items` x `max_length`."""
 
     def cost(items: list[Any]) -> float:
         return float(len(items) * bucket_length(max(item.length for item in items), max_length))
 
     return CallPolicy(
-        text_call_planner(max_length, max_batch_size),
+        text_call_planner(max_length, max_batch_size, max_batch_tokens),
         cost,
         lambda call, group: False,
-        float(full_call_items * max_length),
+        float(max_batch_tokens or full_call_items * max_length),
     )
 
 

@@ -62,6 +62,9 @@ class TritonOptions:
     startup_timeout_s: float
     max_calls_in_flight: int
     full_call_items: int  # items of a full call for the tenants' turns, before Triton reports
+    # Most padded tokens (sequences x bucket length) of one call the gateway sends; Triton's own
+    # dynamic batcher may still merge calls up to the model's max_batch_size.
+    max_batch_tokens: int | None = None
 
 
 def channel_args() -> list[tuple[str, Any]]:
@@ -93,7 +96,7 @@ class TritonRuntime:
             # Read when a request is planned: Triton reports it at start-up and on its return.
             max_batch_size=lambda: self._max_batch_size,
             full_call_items=options.full_call_items,
-            max_batch_tokens=None,
+            max_batch_tokens=options.max_batch_tokens,
             bucketed=True,
             merges=False,  # Triton's dynamic batcher merges calls, from every gateway replica
         )
