@@ -73,8 +73,8 @@ class Embedder:
         return [self._backbones[name] for name in sorted(self._backbones)]
 
     def candidates_for(self, inputs: list[Input], field: str = "examples") -> list[ServedBackbone]:
-        """Backbone "auto": every served backbone of the inputs' modality, narrowest embedding
-        first (the cheaper one is preferred on a tie).
+        """Backbone "auto": every served backbone of the inputs' modality but the int8 variants,
+        narrowest embedding first (the cheaper one is preferred on a tie).
 
         Raises:
             InvalidArgument: the inputs mix modalities, or are precomputed embeddings (which
@@ -93,7 +93,13 @@ class Embedder:
                     f'backbone "auto" needs inputs of one kind: {modalities[0]} before, '
                     f"{modality} here",
                 )
-        found = [b for b in self._backbones.values() if b.card.modality == modalities[0]]
+        # A quantized variant is its source model at lower precision: a speed choice the
+        # customer makes by name, never worth a second embedding of every example here.
+        found = [
+            b
+            for b in self._backbones.values()
+            if b.card.modality == modalities[0] and b.card.export.get("precision") != "int8"
+        ]
         if not found:
             raise InvalidArgument("backbone", f"no {modalities[0]} backbone is served here")
         return sorted(found, key=lambda b: (b.card.dim, b.card.name))
@@ -186,7 +192,7 @@ class Embedder:
 
         if not self._cache.enabled:
             return [None] * len(inputs)
-        if sum(_size_of(item) for item in inputs) > _HASH_ON_LOOP_BYTES:
+        if sum(_size_of(item) for item in inputs) > _HASH_OFF_LOOP_ABOVE_BYTES:
             return await asyncio.to_thread(keys)
         return keys()
 
@@ -207,7 +213,7 @@ class Embedder:
 
 
 #: Inputs larger than this in all are hashed in a worker thread (hashlib releases the GIL).
-_HASH_ON_LOOP_BYTES = 1 << 20
+_HASH_OFF_LOOP_ABOVE_BYTES = 1 << 20
 
 
 def _size_of(item: Input) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from service.backbones.embedder import EmbedResult
 from service.backbones.embedding_cache import ENTRY_OVERHEAD_BYTES, EmbeddingCache
 from service.backbones.inputs import ImageInput, Input, TextInput
 from service.errors import Unavailable
@@ -88,6 +89,14 @@ def test_training_fills_the_tenants_cache_in_the_training_share(
     run(scenario())
 
 
+async def _held_in_its_call(stack: TinyStack, text: str) -> asyncio.Task[EmbedResult]:
+    """acme's Embed of `text`, started and held inside its runtime call."""
+    stack.runtime.hold()
+    task = asyncio.create_task(stack.embedder.embed(stack.name, _texts(text), tenant="acme"))
+    await stack.runtime.until(lambda: len(stack.runtime.served_calls) == 1, "the first call")
+    return task
+
+
 def test_one_input_requested_twice_at_once_is_computed_once(backbone: TinyTextBackbone) -> None:
     """Two requests of one tenant for the same text while it is being computed: the second waits
     for the first's result; a text repeated inside one request is computed once too."""
@@ -95,9 +104,7 @@ def test_one_input_requested_twice_at_once_is_computed_once(backbone: TinyTextBa
     async def scenario() -> None:
         async with running_embedder(backbone, cache_bytes=CACHE_BYTES) as stack:
             runtime, embed = stack.runtime, stack.embedder.embed
-            runtime.hold()
-            first = asyncio.create_task(embed(stack.name, _texts(SPORTS[0]), tenant="acme"))
-            await runtime.until(lambda: len(runtime.served_calls) == 1, "the first call")
+            first = await _held_in_its_call(stack, SPORTS[0])
             second = asyncio.create_task(
                 embed(stack.name, _texts(SPORTS[0], SPORTS[1], SPORTS[1]), tenant="acme")
             )
@@ -121,9 +128,7 @@ def test_a_waiter_computes_the_input_itself_when_the_first_request_gives_up(
     async def scenario() -> None:
         async with running_embedder(backbone, cache_bytes=CACHE_BYTES) as stack:
             runtime, embed = stack.runtime, stack.embedder.embed
-            runtime.hold()
-            first = asyncio.create_task(embed(stack.name, _texts(SPORTS[0]), tenant="acme"))
-            await runtime.until(lambda: len(runtime.served_calls) == 1, "the first call")
+            first = await _held_in_its_call(stack, SPORTS[0])
             second = asyncio.create_task(embed(stack.name, _texts(SPORTS[0]), tenant="acme"))
             await asyncio.sleep(0)  # the second request now waits for the first's result
             first.cancel()
