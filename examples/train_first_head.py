@@ -14,13 +14,7 @@ import sys
 
 import grpc
 
-from transferd.v1 import common_pb2, heads_pb2, heads_pb2_grpc, tenants_pb2, tenants_pb2_grpc
-
-
-def bearer(secret: str) -> tuple[tuple[str, str], ...]:
-    """The metadata that authenticates a call: every RPC carries its API key this way."""
-    return (("authorization", f"Bearer {secret}"),)
-
+from transferd.client import Client, Example, JobStatus, TransferdError
 
 # A few labelled examples per label is enough: the backbone already knows what sentences mean.
 EXAMPLES = {
@@ -56,6 +50,10 @@ QUESTIONS = [
 ]
 
 
+def show(status: JobStatus) -> None:
+    print(f"  JOB_STATE_{status.state:10s} {status.stage:12s} {status.progress:5.0%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,56 +66,36 @@ def main() -> None:
     if not admin_key:
         sys.exit("set TRANSFERD_ADMIN_KEY to the server's admin key")
 
-    with grpc.insecure_channel(args.address) as channel:
-        # 1. The operator (admin key) creates a tenant and an API key for it.
-        tenants = tenants_pb2_grpc.TenantServiceStub(channel)
+    # 1. The operator (admin key) creates a tenant and an API key for it.
+    with Client(args.address, api_key=admin_key) as admin:
         try:
-            tenants.CreateTenant(
-                tenants_pb2.CreateTenantRequest(tenant=args.tenant), metadata=bearer(admin_key)
-            )
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            admin.create_tenant(args.tenant)
+        except TransferdError as error:
+            if error.code != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-        key = tenants.CreateApiKey(
-            tenants_pb2.CreateApiKeyRequest(tenant=args.tenant), metadata=bearer(admin_key)
-        )
-        print(f"tenant {key.tenant}: API key {key.key_id} (the secret is shown only once)")
+        key = admin.create_api_key(args.tenant)
+    print(f"tenant {key.tenant}: API key {key.key_id} (the secret is shown only once)")
 
+    with Client(args.address, api_key=key.secret) as client:
         # 2. The tenant trains a head with its own key: TrainHead answers at once with a job.
-        heads = heads_pb2_grpc.HeadServiceStub(channel)
-        tenant = bearer(key.secret)
-        request = heads_pb2.TrainHeadRequest(
-            head=args.head,
-            backbone="all-minilm-l6-v2",
-            examples=[
-                heads_pb2.Example(input=common_pb2.Input(text=text), label=label)
-                for label, texts in EXAMPLES.items()
-                for text in texts
-            ],
-        )
-        job = heads.TrainHead(request, metadata=tenant)
-        print(f"job {job.job_id}: {heads_pb2.JobState.Name(job.state)}")
+        examples = [
+            Example(text=text, label=label) for label, texts in EXAMPLES.items() for text in texts
+        ]
+        job = client.train_head(args.head, examples, backbone="all-minilm-l6-v2")
+        print(f"job {job.job_id}: JOB_STATE_{job.status.state}")
 
         # 3. Watch it: one update per stage and progress step, until it ends.
-        for update in heads.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), metadata=tenant):
-            print(
-                f"  {heads_pb2.JobState.Name(update.state):20s} {update.stage:12s} {update.progress:5.0%}"
-            )
-        if update.state != heads_pb2.JOB_STATE_SUCCEEDED:
-            sys.exit(f"training failed: {update.error}")
+        final = job.wait(on_progress=show)
+        if final.state != "SUCCEEDED":
+            sys.exit(f"training failed: {final.error}")
         print(
-            f"head {update.head} v{update.version}: validation accuracy {update.metrics['accuracy']:.2f}"
+            f"head {final.head} v{final.version}: validation accuracy {final.metrics['accuracy']:.2f}"
         )
 
         # 4. Predict with it.
-        reply = heads.Predict(
-            heads_pb2.PredictRequest(
-                head=args.head, top_k=2, inputs=[common_pb2.Input(text=q) for q in QUESTIONS]
-            ),
-            metadata=tenant,
-        )
-        for question, prediction in zip(QUESTIONS, reply.predictions, strict=True):
-            scores = ", ".join(f"{s.label} {s.score:.2f}" for s in prediction.scores)
+        predictions = client.predict(args.head, texts=QUESTIONS, top_k=2)
+        for question, prediction in zip(QUESTIONS, predictions, strict=True):
+            scores = ", ".join(f"{label} {score:.2f}" for label, score in prediction.scores.items())
             print(f"{question!r} -> {prediction.label} ({scores})")
 
 

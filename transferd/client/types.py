@@ -1,0 +1,124 @@
+"""What the client hands back: plain typed values, not protobuf messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+
+from transferd.v1 import heads_pb2
+
+
+class TransferdError(Exception):
+    """A call the server refused or could not serve: its gRPC status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def of(cls, error: grpc.RpcError) -> TransferdError:
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        details = error.details() if hasattr(error, "details") else str(error)
+        return cls(code, details or "")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a text, an image (encoded bytes) or an embedding, with a label,
+    several labels, or a value."""
+
+    text: str | None = None
+    image: bytes | None = None
+    embedding: list[float] | None = None
+    label: str | None = None
+    labels: list[str] | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's prediction: `label` and `scores` (classes), `labels` (multi-label), or
+    `value` (regression)."""
+
+    label: str
+    scores: dict[str, float]
+    labels: list[str]
+    value: float
+
+    @classmethod
+    def of(cls, message: heads_pb2.Prediction) -> Prediction:
+        return cls(
+            label=message.label,
+            scores={s.label: s.score for s in message.scores},
+            labels=list(message.labels),
+            value=message.value,
+        )
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A training job as the server last reported it."""
+
+    job_id: str
+    head: str
+    version: int
+    state: str  # QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED
+    stage: str
+    progress: float
+    error: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+
+    @classmethod
+    def of(cls, message: heads_pb2.Job) -> JobStatus:
+        return cls(
+            job_id=message.job_id,
+            head=message.head,
+            version=message.version,
+            state=heads_pb2.JobState.Name(message.state).removeprefix("JOB_STATE_"),
+            stage=message.stage,
+            progress=message.progress,
+            error=message.error,
+            metrics=dict(message.metrics),
+        )
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """A published head version: what it was trained on and how well it did."""
+
+    name: str
+    version: int
+    backbone: str
+    kind: str
+    task: str
+    labels: list[str]
+    metrics: dict[str, float]
+    num_examples: int
+
+    @classmethod
+    def of(cls, message: heads_pb2.Head) -> HeadInfo:
+        return cls(
+            name=message.name,
+            version=message.version,
+            backbone=message.backbone,
+            kind=message.kind,
+            task=message.task,
+            labels=list(message.labels),
+            metrics=dict(message.metrics),
+            num_examples=message.num_examples,
+        )
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A new API key: its secret is shown once, here."""
+
+    tenant: str
+    key_id: str
+    secret: str
