@@ -29,6 +29,10 @@ CARD_FILE = "backbone.json"
 MODEL_VERSION = "1"
 MODEL_FILE = "model.onnx"
 CARD_FORMAT_VERSION = 1
+# The export's precision (`export.precision`): cards written before it was recorded are fp32.
+FP32 = "fp32"
+FP16 = "fp16"
+INT8 = "int8"  # a quantized variant: CPU only (runtimes/device.py, export/triton_config.py)
 #: Validation context of a card read from disk, to be served: it must have what its modality needs.
 _LOADED = {"loaded": True}
 
@@ -70,6 +74,11 @@ class BackboneCard(BaseModel):
         if format_version != CARD_FORMAT_VERSION:
             raise ValueError(f"unsupported backbone card format {format_version!r}")
         return format_version
+
+    @property
+    def precision(self) -> str:
+        """The export's precision: FP32, FP16 or INT8."""
+        return str(self.export.get("precision", FP32))
 
     @model_validator(mode="after")
     def _servable(self, info: ValidationInfo) -> BackboneCard:

@@ -18,7 +18,7 @@ import numpy as np
 from heads import RawInputs
 from service import metrics, request_context
 from service.backbones.admission import AdmissionGate, calling_tenant
-from service.backbones.card import BackboneCard
+from service.backbones.card import INT8, BackboneCard
 from service.backbones.embedding_cache import (
     CachedEmbedding,
     CacheKey,
@@ -98,7 +98,7 @@ class Embedder:
         found = [
             b
             for b in self._backbones.values()
-            if b.card.modality == modalities[0] and b.card.export.get("precision") != "int8"
+            if b.card.modality == modalities[0] and b.card.precision != INT8
         ]
         if not found:
             raise InvalidArgument("backbone", f"no {modalities[0]} backbone is served here")
@@ -273,6 +273,7 @@ class _EmbeddingThroughCache:
         repeats: list[tuple[int, int]] = []  # (position, the earlier position of its input)
         mine: list[int] = []  # positions this request computes
         awaited: list[tuple[int, asyncio.Future[CachedEmbedding]]] = []
+        hits = 0
         for position, key in enumerate(self._keys):
             if key is None:
                 mine.append(position)
@@ -281,14 +282,17 @@ class _EmbeddingThroughCache:
                 repeats.append((position, first_of[key]))
                 continue
             first_of[key] = position
-            entry = self._cache.get(key, backbone)
+            entry = self._cache.get(key)
             if entry is not None:
+                hits += 1
                 self._fill(position, entry.row(), entry.truncated_to)
             elif (pending := self._cache.being_computed(key)) is not None:
                 awaited.append((position, pending))
             else:
                 self._cache.start_computing(key)
                 mine.append(position)
+        if first_of:  # each distinct input looked up once: a hit, or a miss
+            self._cache.count_lookups(backbone, hits, len(first_of) - hits)
         await self._compute(mine, marked=True)
         await self._await_others(awaited)
         for position, earlier in repeats:

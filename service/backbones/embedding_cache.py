@@ -96,15 +96,18 @@ class EmbeddingCache:
         digest.update(data)
         return tenant, digest.digest()
 
-    def get(self, key: CacheKey, backbone: str) -> CachedEmbedding | None:
-        """The entry of `key` (now the most recently used), counting the hit or the miss."""
+    def get(self, key: CacheKey) -> CachedEmbedding | None:
+        """The entry of `key` (now the most recently used), or None."""
         entry = self._entries.get(key)
-        if entry is None:
-            metrics.EMBEDDING_CACHE_MISSES.labels(backbone=backbone).inc()
-            return None
-        self._entries.move_to_end(key)
-        metrics.EMBEDDING_CACHE_HITS.labels(backbone=backbone).inc()
+        if entry is not None:
+            self._entries.move_to_end(key)
         return entry
+
+    @staticmethod
+    def count_lookups(backbone: str, hits: int, misses: int) -> None:
+        """Counts one request's lookups (once a request, not once an input: the hot path)."""
+        metrics.EMBEDDING_CACHE_HITS.labels(backbone=backbone).inc(hits)
+        metrics.EMBEDDING_CACHE_MISSES.labels(backbone=backbone).inc(misses)
 
     def put(self, key: CacheKey, entry: CachedEmbedding) -> None:
         """Keeps `entry`, evicting the least recently used entries beyond the byte budget."""

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FP32 = "fp32"
-FP16 = "fp16"
+from service.backbones.card import FP16, FP32
 
 
 def precision(fp16: bool) -> str:

@@ -62,31 +62,21 @@ def gate_corpus() -> tuple[list[str], np.ndarray]:
 
 
 def embed_texts(model: Path, tokenizer_file: Path, max_length: int, texts: list[str]) -> np.ndarray:
-    """`texts` embedded by the ONNX model as the gateway feeds it: tokenized, sorted by length,
-    each batch padded to its own longest text."""
+    """`texts` embedded by the ONNX model as the gateway feeds it: tokenized by its
+    TextPreprocessor, sorted by length, each batch padded to its own longest text."""
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
+    from service.backbones.modalities.text_batches import collate_text
+    from service.backbones.modalities.text_preprocessing import TextPreprocessor
     from service.export.contract import OUTPUT_NAME
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
-    encodings = tokenizer.encode_batch(texts)
+    items = TextPreprocessor(tokenizer_file, max_length).tokenize(texts)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+    order = sorted(range(len(texts)), key=lambda i: items[i].length)
     rows = np.zeros((len(texts), session.get_outputs()[0].shape[-1]), dtype=np.float32)
     for start in range(0, len(order), BATCH):
         batch = order[start : start + BATCH]
-        length = max(len(encodings[i].ids) for i in batch)
-        ids = np.zeros((len(batch), length), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, index in enumerate(batch):
-            count = len(encodings[index].ids)
-            ids[row, :count] = encodings[index].ids
-            mask[row, :count] = 1
-        (out,) = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
-        rows[batch] = out
+        (rows[batch],) = session.run([OUTPUT_NAME], collate_text([items[i] for i in batch]))
     return rows
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from service.backbones.card import BackboneCard
 from service.export import hf_text
 from service.export.contract import OPSET, OUTPUT_NAME, TEXT_INPUT_NAMES
-from service.export.fp16 import FP32, convert_to_fp16, precision
+from service.export.fp16 import convert_to_fp16, precision
 from service.export.text_graph import export_text_encoder
 from service.export.verify import check_min_cosine
 
@@ -168,6 +168,6 @@ def is_up_to_date(card: BackboneCard, fp16: bool = False) -> bool:
     """Same recipe, precision and source weights: nothing to do (older cards are float32)."""
     return (
         card.export.get("recipe") == RECIPE
-        and card.export.get("precision", FP32) == precision(fp16)
+        and card.precision == precision(fp16)
         and card.source == source_info()
     )

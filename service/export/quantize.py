@@ -22,13 +22,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-from service.backbones.card import BackboneCard, model_path, sha256_of_file
+from service.backbones.card import FP32, INT8, BackboneCard, model_path, sha256_of_file
 from service.export import int8_gate
 from service.export.verify import ExportVerificationError
 
 log = logging.getLogger(__name__)
 
-INT8 = "int8"
 SUFFIX = "-int8"
 # Bump when the quantization or the gate changes: the up-to-date check compares it.
 RECIPE = "ort-dynamic-int8-per-channel/1"
@@ -62,10 +61,9 @@ def check_source(card: BackboneCard) -> None:
     """
     if card.modality != "text":
         raise ExportVerificationError(f"{card.name}: only text backbones have int8 variants")
-    precision = card.export.get("precision", "fp32")
-    if precision != "fp32":
+    if card.precision != FP32:
         raise ExportVerificationError(
-            f"{card.name}: an int8 variant is built from a float32 export, not {precision}"
+            f"{card.name}: an int8 variant is built from a float32 export, not {card.precision}"
         )
 
 

@@ -158,14 +158,8 @@ class AsyncClient:
         top_k: int = 0,
         version: int = 0,
     ) -> list[Prediction]:
-        request = heads_pb2.PredictRequest(
-            head=head,
-            version=version,
-            inputs=messages.inputs(texts=texts, images=images, embeddings=embeddings),
-            top_k=top_k,
-        )
-        reply = await self._call(self._heads.Predict, request)
-        return [Prediction.of(p) for p in reply.predictions]
+        request = messages.predict_request(head, version, top_k, texts, images, embeddings)
+        return messages.predictions(await self._call(self._heads.Predict, request))
 
     async def heads(self, all_versions: bool = False) -> list[HeadInfo]:
         request = heads_pb2.ListHeadsRequest(include_all_versions=all_versions)

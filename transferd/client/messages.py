@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transferd.client.types import Example
+from transferd.client.types import Example, Prediction
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2
 
 
@@ -41,6 +41,26 @@ def embed_request(backbone: str, items: list[common_pb2.Input]) -> embedding_pb2
 def vectors(reply: embedding_pb2.EmbedResponse) -> np.ndarray:
     """The reply's embeddings as one float32 array, a row per input."""
     return np.array([list(e.values) for e in reply.embeddings], dtype=np.float32)
+
+
+def predict_request(
+    head: str,
+    version: int,
+    top_k: int,
+    texts: Sequence[str] | None,
+    images: Sequence[bytes] | None,
+    embeddings: Sequence[Sequence[float]] | np.ndarray | None,
+) -> heads_pb2.PredictRequest:
+    return heads_pb2.PredictRequest(
+        head=head,
+        version=version,
+        inputs=inputs(texts=texts, images=images, embeddings=embeddings),
+        top_k=top_k,
+    )
+
+
+def predictions(reply: heads_pb2.PredictResponse) -> list[Prediction]:
+    return [Prediction.of(p) for p in reply.predictions]
 
 
 def example(item: Example) -> heads_pb2.Example:

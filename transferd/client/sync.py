@@ -177,14 +177,8 @@ class Client:
         version: int = 0,
     ) -> list[Prediction]:
         """One prediction per input, in order, with the head's latest version (or `version`)."""
-        request = heads_pb2.PredictRequest(
-            head=head,
-            version=version,
-            inputs=messages.inputs(texts=texts, images=images, embeddings=embeddings),
-            top_k=top_k,
-        )
-        reply = self._call(self._heads.Predict, request)
-        return [Prediction.of(p) for p in reply.predictions]
+        request = messages.predict_request(head, version, top_k, texts, images, embeddings)
+        return messages.predictions(self._call(self._heads.Predict, request))
 
     def heads(self, all_versions: bool = False) -> list[HeadInfo]:
         request = heads_pb2.ListHeadsRequest(include_all_versions=all_versions)

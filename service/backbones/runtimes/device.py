@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from service.backbones.card import BackboneCard
+from service.backbones.card import FP32, INT8, BackboneCard
 from service.backbones.runtimes.base import BackboneLoadError
 from service.config import Device
 
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-INT8 = "int8"  # the card's export precision of a quantized backbone
-FP32 = "fp32"
 
 
 @dataclass(frozen=True)
@@ -39,11 +37,6 @@ class Placement:
     @property
     def on_cuda(self) -> bool:
         return self.device == "cuda"
-
-
-def precision_of(card: BackboneCard) -> str:
-    """The card's export precision (fp32 when the export did not record one)."""
-    return str(card.export.get("precision", FP32))
 
 
 def choose_placement(
@@ -64,7 +57,7 @@ def choose_placement(
             "onnxruntime-gpu) on a machine with CUDA, or set TRANSFERD_DEVICE to cpu or auto"
         )
     cpu = [CPU_PROVIDER]
-    if precision_of(card) == INT8:
+    if card.precision == INT8:
         return Placement("cpu", cpu, "an int8 backbone runs on the CPU (int8 is slow on CUDA)")
     if asked is Device.CPU:
         return Placement("cpu", cpu, "TRANSFERD_DEVICE=cpu")
@@ -98,7 +91,7 @@ def confirm_placement(
             "cpu", [CPU_PROVIDER], "TRANSFERD_DEVICE=auto and the CUDA provider did not start"
         )
     log.info("%s runs on %s: %s", card.name, placement.device, placement.reason)
-    if placement.on_cuda and precision_of(card) == FP32:
+    if placement.on_cuda and card.precision == FP32:
         log.info(
             "%s: an fp32 export on a GPU; the fp16 export (transferd export --fp16) is faster",
             card.name,
