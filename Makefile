@@ -86,7 +86,7 @@ fuzz: model
 
 # Style, types (mypy), the layers (import-linter: pyproject.toml's contracts), the deployables.
 lint: setup
-	$(BIN)/ruff check service heads devtools tests bench examples
+	$(BIN)/ruff check service heads devtools tests bench examples transferd
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile

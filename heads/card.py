@@ -102,6 +102,8 @@ class TrainingSummary(BaseModel):
             training part, the chosen one marked (`heads.kind_choice`); else empty.
         backbone_scores: With backbone "auto": every candidate backbone's probe score and
             LogME, the chosen one marked (`heads.backbone_choice`); else empty.
+        confusion_matrix: Classification: the validation part's counts, true labels as rows and
+            predicted ones as columns, both in `labels` order (`heads.metrics`); else empty.
     """
 
     # strict: no coercion ("3" is not a version, true is not a count) except where a field
@@ -120,6 +122,7 @@ class TrainingSummary(BaseModel):
     transfer: TransferReport | None = None
     kind_scores: list[KindScore] = Field(default_factory=list)
     backbone_scores: list[BackboneScore] = Field(default_factory=list)
+    confusion_matrix: list[list[Annotated[int, Field(ge=0)]]] = Field(default_factory=list)
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -136,6 +139,15 @@ class TrainingSummary(BaseModel):
         if task is not None and (task is Task.REGRESSION) != (len(labels) == 0):
             raise ValueError(f"do not fit task {task.value}")
         return labels
+
+    @field_validator("confusion_matrix")
+    @classmethod
+    def _square_over_labels(cls, matrix: list[list[int]], info: ValidationInfo) -> list[list[int]]:
+        labels = info.data.get("labels")  # absent when the labels themselves were refused
+        if matrix and labels is not None:
+            if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
+                raise ValueError(f"must be {len(labels)} by {len(labels)}, a row and column per label")
+        return matrix
 
 
 class HeadCard(TrainingSummary):
@@ -187,7 +199,7 @@ class HeadCard(TrainingSummary):
         before them."""
         data = self.model_dump(mode="json", include=set(HeadCard.model_fields))
         # Written only when there is something to say.
-        for key in ("transfer", "kind_scores", "backbone_scores"):
+        for key in ("transfer", "kind_scores", "backbone_scores", "confusion_matrix"):
             if not data[key]:
                 del data[key]
         return data

@@ -59,3 +59,17 @@ def evaluate(scores: np.ndarray, truth: EncodedTargets, num_train: int) -> dict[
         if n >= 2:  # R^2 of a single point is undefined
             metrics["r2"] = float(r2_score(truth.y, scores))
     return metrics
+
+
+def confusion_matrix(scores: np.ndarray, truth: EncodedTargets) -> list[list[int]]:
+    """Counts of a classification head's validation outcomes: row i, column j holds how many
+    examples of label i it predicted as label j (rows and columns in `truth.labels` order).
+
+    Empty for other tasks and for an empty validation part: there is nothing to count.
+    """
+    if truth.task is not Task.CLASSIFICATION or len(truth) == 0:
+        return []
+    n = len(truth.labels)
+    counts = np.zeros((n, n), dtype=np.int64)
+    np.add.at(counts, (truth.y, scores.argmax(axis=1)), 1)
+    return counts.tolist()

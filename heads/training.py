@@ -25,7 +25,7 @@ from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
 from heads.kind_choice import AUTO_KIND, KindScore, choose_kind
 from heads.kinds import HeadKind, get_kind
-from heads.metrics import evaluate
+from heads.metrics import confusion_matrix, evaluate
 from heads.onnx_export import export_verified
 from heads.params import ParamValue, format_value, parse_params
 from heads.split import DEFAULT_VALIDATION_FRACTION, check_validation_fraction, split_indices
@@ -259,6 +259,7 @@ def _train(
         report("evaluate", 0.6)
         val_scores = first.model.scores(x[val]) if len(val) else np.empty((0,))
         metrics = evaluate(val_scores, encoded.subset(val), num_train=len(train))
+        confusion = confusion_matrix(val_scores, encoded.subset(val))
         transfer = None
         if raw is not None:
             report("baseline", 0.62)
@@ -284,5 +285,6 @@ def _train(
         transfer=transfer,
         kind_scores=kind_scores,
         backbone_scores=backbone_scores,
+        confusion_matrix=confusion,
     )
     return TrainedHead(summary, onnx_bytes)

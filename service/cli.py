@@ -1,4 +1,5 @@
-"""`transferd` command line: `export` writes backbones, `serve` serves them, `repair` re-imports heads.
+"""`transferd` command line: `export` writes backbones, `serve` serves them, `repair` re-imports
+heads; the client commands (tenants, keys, heads, jobs, predict, embed) call a running server.
 
 Flags override their `TRANSFERD_` environment twins, which override the defaults.
 """
@@ -10,11 +11,12 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from transferd import cli as client_commands
 
-from service.config import Settings
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "and bring back quarantined heads; never deletes anything, safe to run twice",
     )
     repair.add_argument("--data-dir", type=Path, help="state folder (TRANSFERD_DATA_DIR)")
+    client_commands.add_commands(commands)
     return parser
 
 
@@ -106,6 +109,12 @@ def _repair(settings: Settings) -> None:
 
 
 def _settings(args: argparse.Namespace, keys: tuple[str, ...]) -> Settings:
+    # Imported here: the settings pull in scikit-learn (a second), which the client commands,
+    # talking to a server, never need.
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
     overrides: dict[str, Any] = {
         k: getattr(args, k) for k in keys if getattr(args, k, None) is not None
     }
@@ -188,6 +197,9 @@ def _export_hf(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in client_commands.COMMANDS:
+        client_commands.run(args)
+        return
     if args.command == "export":
         settings = _settings(args, ("model_repo",))
         _configure_logging(settings.log_level)

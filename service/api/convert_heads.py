@@ -72,6 +72,9 @@ def head_to_pb(card: HeadCard) -> heads_pb2.Head:
         backbone_scores=[
             heads_pb2.BackboneScore(**score.model_dump()) for score in card.backbone_scores
         ],
+        confusion_matrix=heads_pb2.ConfusionMatrix(
+            counts=[count for row in card.confusion_matrix for count in row]
+        ),
     )  # fmt: skip
 
 

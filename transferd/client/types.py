@@ -100,9 +100,15 @@ class HeadInfo:
     labels: list[str]
     metrics: dict[str, float]
     num_examples: int
+    params: dict[str, str] = field(default_factory=dict)
+    # Classification: validation counts, row = true label, column = predicted, in `labels`
+    # order; empty for other tasks or without validation examples.
+    confusion_matrix: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, message: heads_pb2.Head) -> HeadInfo:
+        n = len(message.labels)
+        counts = list(message.confusion_matrix.counts)
         return cls(
             name=message.name,
             version=message.version,
@@ -112,6 +118,10 @@ class HeadInfo:
             labels=list(message.labels),
             metrics=dict(message.metrics),
             num_examples=message.num_examples,
+            params=dict(message.params),
+            confusion_matrix=[counts[row * n : (row + 1) * n] for row in range(n)]
+            if n and len(counts) == n * n
+            else [],
         )
 
 
