@@ -81,8 +81,10 @@ def test_rejects_card_that_does_not_fit_the_graph(
     with pytest.raises(HeadFormatError):
         LoadedHead.from_bytes(replace(card, embedding_dim=512), classifier.onnx_bytes)
     with pytest.raises(HeadFormatError):
-        LoadedHead.from_bytes(replace(card, labels=["x", "y"]), classifier.onnx_bytes)
-    wrong_task = replace(card, task=Task.REGRESSION, labels=[])
+        # (the confusion matrix goes too: the card itself refuses one that misfits its labels)
+        wrong_labels = replace(card, labels=["x", "y"], confusion_matrix=[])
+        LoadedHead.from_bytes(wrong_labels, classifier.onnx_bytes)
+    wrong_task = replace(card, task=Task.REGRESSION, labels=[], confusion_matrix=[])
     with pytest.raises(HeadFormatError):
         LoadedHead.from_bytes(wrong_task, classifier.onnx_bytes)
     regression_card = _card(regressor)
