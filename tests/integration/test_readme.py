@@ -1,7 +1,10 @@
-"""The README's Python snippets run as written (against a server of their own on a free port)."""
+"""The README's Python snippets and its command-line walk-through run as written (against a
+server of their own on a free port)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -32,3 +35,32 @@ def test_readme_python_snippets_run(tmp_path: Path, model_repo: Path) -> None:
         dim, cosine = result.stdout.strip().splitlines()[-1].split()
         assert dim == "384" and 0.5 < float(cosine) < 1.0  # related sentences, not the same one
         assert "all-minilm-l6-v2" in result.stdout
+
+
+def test_readme_command_line_snippet_runs(tmp_path: Path, model_repo: Path) -> None:
+    """The command-line walk-through, in bash against a server of its own: it makes a tenant and
+    a key, trains from examples/tickets.jsonl, predicts as JSON and plots the matrix."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [script] = [block for block in blocks if "transferd tenants create" in block]
+    (tmp_path / "server").mkdir()
+    server = start_server(tmp_path / "server", model_repo, TRANSFERD_ADMIN_KEY="change-me")
+    try:
+        # The README runs in the checkout; here in a folder of its own, so the plot lands there.
+        script = script.replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+        script = script.replace("examples/", f"{ROOT}/examples/")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERD_")}
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env | {"TRANSFERD_URL": server.address},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    predicted = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [p["label"] for p in predicted] == ["billing"]
+    assert "validation confusion matrix" in result.stdout
+    assert (tmp_path / "tickets.png").stat().st_size > 0
