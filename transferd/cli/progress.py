@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import TextIO
 
@@ -10,6 +11,7 @@ from tqdm import tqdm
 from transferd.client import JobStatus
 
 PERCENT = 100
+MAX_WIDTH = 100  # columns of the bar's line, however wide the terminal
 
 
 def head_ref(status: JobStatus) -> str:
@@ -26,12 +28,17 @@ class JobProgress:
         self._quiet = quiet
         self._bar: tqdm | None = None
         if not quiet and stream.isatty():
+            size = shutil.get_terminal_size(fallback=(80, 24))  # the fallback for a size of 0
             self._bar = tqdm(
                 total=PERCENT,
+                desc="queued",
                 file=stream,
                 unit="%",
                 bar_format="{desc:<20} {percentage:3.0f}%|{bar}| {elapsed}",
                 leave=True,
+                # A terminal that reports no size (a bare pty) would get no bar at all.
+                ncols=min(size.columns, MAX_WIDTH),
+                nrows=size.lines,
             )
         self._stage = ""
 
