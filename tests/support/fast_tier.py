@@ -34,6 +34,9 @@ EXCLUDED: dict[str, str] = {
         "trains mlp (torch)"
     ),
     f"{HEADS}test_heads_kind_choice.py::test_train_head_auto_records": "every candidate: mlp too",
+    "tests/unit/test_cli_progress.py::test_a_terminal_gets_a_bar": (
+        "a Python subprocess, its stderr on a pty"
+    ),
 }
 
 _HINT = "add it to EXCLUDED in tests/support/fast_tier.py (make test still runs it)"

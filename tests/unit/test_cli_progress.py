@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import os
 import pty
+import subprocess
+import sys
 
+from tests.conftest import ROOT
 from transferd.cli.progress import JobProgress
 from transferd.client import JobStatus
 
@@ -27,15 +30,28 @@ def _statuses() -> list[JobStatus]:
     ]
 
 
+_ON_STDERR = """
+from tests.unit.test_cli_progress import _statuses
+from transferd.cli.progress import JobProgress
+
+progress = JobProgress(quiet=False)
+for status in _statuses():
+    progress(status)
+progress.close()
+"""
+
+
 def test_a_terminal_gets_a_bar_with_stage_and_percentage() -> None:
-    main, side = pty.openpty()  # a bare pty: its size is 0 x 0, as under `script` or ssh -T
-    with os.fdopen(side, "w", encoding="utf-8") as terminal:
-        progress = JobProgress(quiet=False, stream=terminal)
-        for status in _statuses():
-            progress(status)
-        progress.close()
-    shown = os.read(main, 1 << 16).decode()
-    os.close(main)
+    # stderr on a bare pty, whose size is 0 x 0 (as under `script` or `ssh -T`): tqdm sizes
+    # its bar from stderr's terminal, and drew nothing at all there before it was given one.
+    main, side = pty.openpty()
+    try:
+        subprocess.run([sys.executable, "-c", _ON_STDERR], stderr=side, cwd=ROOT, check=True,
+                       timeout=60)  # fmt: skip
+        shown = os.read(main, 1 << 16).decode()
+    finally:
+        os.close(side)
+        os.close(main)
     frames = [frame for frame in shown.replace("\n", "\r").split("\r") if frame.strip()]
     assert any(f.startswith("fit") and "60%|" in f for f in frames), frames
     assert frames[-1].startswith("done") and "100%|" in frames[-1]
