@@ -163,3 +163,34 @@ def test_only_calls_safe_to_repeat_are_retried() -> None:
     assert {"Embed", "Predict", "GetHead", "WatchJob"} <= retried
     assert not {"TrainHead", "DeleteHead", "CancelJob", "CreateApiKey"} & retried
     assert '"retryableStatusCodes": ["UNAVAILABLE"]' in service_config()
+
+
+# Minutes of mlp training: still running when the test cancels it, whatever the machine.
+LONG = {"epochs": "2000", "batch_size": "1", "hidden": "1024"}
+
+
+def test_jobs_are_found_refreshed_and_cancelled_blocking_and_async(
+    server: ServerProcess, admin: Client
+) -> None:
+    secret = admin.create_api_key(admin.create_tenant("client-jobs")).secret
+    with Client(server.address, api_key=secret) as client:
+        job = client.train_head("slow", _examples(), kind="mlp", params=LONG)
+        found = client.job(job.job_id)
+        assert found.job_id == job.job_id and found.status.head == "slow"
+        assert found.refresh().state in ("QUEUED", "RUNNING")
+        assert found.cancel().state in ("CANCELLED", "RUNNING")  # RUNNING: stopping
+        final = found.wait()
+        assert final.state == "CANCELLED" and client.heads() == []
+
+    async def scenario() -> None:
+        async with AsyncClient(server.address, api_key=secret) as client:
+            assert BACKBONE in {b.name for b in await client.backbones()}
+            job = await client.train_head("slow", _examples(), kind="mlp", params=LONG)
+            found = await client.job(job.job_id)
+            assert (await found.refresh()).state in ("QUEUED", "RUNNING")
+            await found.cancel()
+            assert (await found.wait()).state == "CANCELLED"
+            vector = await client.embed(IMAGE_BACKBONE, images=[_png()])
+            assert vector.shape == (1, 1280)
+
+    asyncio.run(scenario())
