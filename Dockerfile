@@ -36,10 +36,15 @@ COPY service/ service/
 COPY heads/ heads/
 # grpcio-tools generates the stubs in the same environment that will run them (so protobuf's
 # runtime is at least the generator's version), then leaves: the image needs no code generator.
+# The Open Inference Protocol's stubs go into a descriptor pool of their own, as `make stubs`
+# does: tritonclient's stubs define the same names in the default pool.
 RUN python -m venv /opt/venv \
     && pip install "grpcio-tools==${GRPCIO_TOOLS_VERSION}" \
     && python -m grpc_tools.protoc -Iprotos --python_out=. --grpc_python_out=. \
-        protos/transferd/v1/*.proto \
+        protos/transferd/v1/*.proto protos/transferd/oip/*.proto \
+    && sed -i 's/_descriptor_pool\.Default()/_descriptor_pool.DescriptorPool()/' \
+        transferd/oip/*_pb2.py \
+    && grep -q '_descriptor_pool.DescriptorPool()' transferd/oip/grpc_predict_v2_pb2.py \
     && pip install './[triton]' \
     && pip uninstall --yes grpcio-tools
 # --build-arg TORCH_HEADS=true adds torch (CPU build, pinned) so that the gateway can train `mlp`

@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 PROTOS := $(wildcard protos/transferd/v1/*.proto)
+# The Open Inference Protocol (package `inference`, stubs in transferd/oip/): tritonclient defines
+# the same message names in protobuf's default descriptor pool, and the gateway imports both when
+# its backbones run on Triton, so these stubs are moved into a pool of their own.
+OIP_PROTOS := $(wildcard protos/transferd/oip/*.proto)
+OWN_POOL := s/_descriptor_pool\.Default()/_descriptor_pool.DescriptorPool()/
 MODEL_REPO ?= $(or $(TRANSFERD_MODEL_REPO),model_repo)
 # The local CPU Triton (make triton, tests, bench): its python backend's models run in their own
 # virtualenv (NumPy 1, for the wheel's stub), built once and reused.
@@ -29,8 +34,11 @@ $(STAMPS)/installed: pyproject.toml
 
 stubs: $(STAMPS)/stubs
 
-$(STAMPS)/stubs: $(STAMPS)/installed $(PROTOS)
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+$(STAMPS)/stubs: $(STAMPS)/installed $(PROTOS) $(OIP_PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
+		$(PROTOS) $(OIP_PROTOS)
+	sed -i '$(OWN_POOL)' transferd/oip/*_pb2.py
+	grep -q '_descriptor_pool.DescriptorPool()' transferd/oip/grpc_predict_v2_pb2.py
 	@touch $@
 
 # A no-op when the export in $(MODEL_REPO) is up to date (transferd export checks fingerprints).
@@ -94,4 +102,4 @@ lint: setup
 	$(BIN)/kubernetes-validate --strict --quiet $(filter-out deploy/kustomization.yaml,$(wildcard deploy/*.yaml))
 
 clean:
-	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2* build/triton $(TRITON_PYTHON_ENV)
+	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2* transferd/oip/*_pb2* build/triton $(TRITON_PYTHON_ENV)

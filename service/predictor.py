@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heads import LoadedHead, Prediction
+from heads import HeadCard, Prediction
 from service.backbones.embedder import Embedder, ServedBackbone
 from service.backbones.inputs import EmbeddingInput, Input, check_count
 from service.errors import FailedPrecondition, InvalidArgument
 from service.reply_size import check_predict_reply
-from service.store.registry import HeadRegistry, check_head_name
+from service.store.registry import HeadRegistry, StoredHead, check_head_name
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Predictor:
         self._executor = executor
         self._max_reply_bytes = max_reply_bytes
 
+    @property
+    def max_reply_bytes(self) -> int:
+        """The largest reply; callers of `predict_with` bound their reply by it first."""
+        return self._max_reply_bytes
+
     async def predict(
         self, tenant: str, head: str, version: int, inputs: list[Input], top_k: int
     ) -> PredictResult:
@@ -53,22 +58,48 @@ class Predictor:
         # Before any work, loading the head included: a reply too large to send is refused from
         # the stored card, not built.
         check_predict_reply(stored, len(inputs), top_k, self._max_reply_bytes)
+        return await self.predict_with(stored, version, inputs, tenant, top_k)
+
+    async def predict_with(
+        self,
+        stored: StoredHead,
+        version: int,
+        inputs: list[Input],
+        tenant: str,
+        top_k: int = 0,
+        field: str = "inputs",
+    ) -> PredictResult:
+        """Predicts with a head version the caller found (`HeadRegistry.get`) and whose reply
+        it has bounded: the one path of Predict and of the Open Inference Protocol's ModelInfer.
+
+        Args:
+            stored: The head version's card.
+            version: The version the caller asked for (0: the latest), as a NotFound names it.
+            inputs: Texts or images of the head's backbone modality, or embeddings.
+            tenant: The head's tenant, whose share of the backbone and cache the inputs take.
+            top_k: Scores per prediction (0: every label's).
+            field: How errors name the inputs: ``field[i]``.
+
+        Raises:
+            As `predict`, but for the reply's size.
+        """
+        check_count(inputs, self._embedder.limits, field)
         loaded = await self._registry.load_stored(stored, version)
         card = loaded.card
-        served = self._served_backbone(loaded)
+        served = served_backbone_of(self._embedder, card)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
         to_embed: list[int] = []  # positions of texts or images; embeddings go straight in
         for index, item in enumerate(inputs):
             if isinstance(item, EmbeddingInput):
-                rows[index] = _checked_embedding(item, card.embedding_dim, index)
+                rows[index] = _checked_embedding(item, card.embedding_dim, f"{field}[{index}]")
             else:
-                self._embedder.check_input(served, item, f"inputs[{index}]")
+                self._embedder.check_input(served, item, f"{field}[{index}]")
                 to_embed.append(index)
         if to_embed:
             result = await self._embedder.embed(
                 served.card.name,
                 [inputs[i] for i in to_embed],
-                wheres=[f"inputs[{i}]" for i in to_embed],
+                wheres=[f"{field}[{i}]" for i in to_embed],
                 tenant=tenant,
             )
             rows[to_embed] = result.vectors
@@ -77,30 +108,36 @@ class Predictor:
         )
         return PredictResult(card.name, card.version, predictions)
 
-    def _served_backbone(self, loaded: LoadedHead) -> ServedBackbone:
-        card = loaded.card
-        try:
-            served = self._embedder.get(card.backbone)
-        except InvalidArgument:
-            raise FailedPrecondition(
-                f"head '{card.name}' v{card.version} needs backbone '{card.backbone}', "
-                "which this server does not serve"
-            ) from None
-        if served.card.fingerprint != card.backbone_fingerprint:
-            raise FailedPrecondition(
-                f"head '{card.name}' v{card.version} was trained on a different export of "
-                f"'{card.backbone}' (fingerprint {card.backbone_fingerprint[:12]}, served "
-                f"{served.card.fingerprint[:12]}); train it again"
-            )
-        return served
+
+def served_backbone_of(embedder: Embedder, card: HeadCard) -> ServedBackbone:
+    """The served backbone a head was trained on.
+
+    Raises:
+        FailedPrecondition: the backbone is not served, or was re-exported since the head was
+            trained (another fingerprint).
+    """
+    try:
+        served = embedder.get(card.backbone)
+    except InvalidArgument:
+        raise FailedPrecondition(
+            f"head '{card.name}' v{card.version} needs backbone '{card.backbone}', "
+            "which this server does not serve"
+        ) from None
+    if served.card.fingerprint != card.backbone_fingerprint:
+        raise FailedPrecondition(
+            f"head '{card.name}' v{card.version} was trained on a different export of "
+            f"'{card.backbone}' (fingerprint {card.backbone_fingerprint[:12]}, served "
+            f"{served.card.fingerprint[:12]}); train it again"
+        )
+    return served
 
 
-def _checked_embedding(item: EmbeddingInput, dim: int, index: int) -> np.ndarray:
+def _checked_embedding(item: EmbeddingInput, dim: int, where: str) -> np.ndarray:
     values = item.values
     if values.shape != (dim,):
         raise InvalidArgument(
-            f"inputs[{index}].embedding", f"has {values.size} values; the head takes {dim}"
+            f"{where}.embedding", f"has {values.size} values; the head takes {dim}"
         )
     if not np.all(np.isfinite(values)):
-        raise InvalidArgument(f"inputs[{index}].embedding", "has NaN or infinite values")
+        raise InvalidArgument(f"{where}.embedding", "has NaN or infinite values")
     return values

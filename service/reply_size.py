@@ -7,6 +7,8 @@ CPU and gigabytes of memory, so the size is bounded from the head's card first, 
 
 from __future__ import annotations
 
+import json
+
 from heads import HeadCard
 from service.errors import ResourceExhausted
 
@@ -70,4 +72,46 @@ def check_predict_reply(card: HeadCard, inputs: int, top_k: int, limit: int) -> 
     raise ResourceExhausted(
         f"the reply would be up to {_mib(size)}, over the limit of {_mib(limit)}; "
         f"ask for at most top_k={fitting} scores per input, or send fewer inputs"
+    )
+
+
+# The longest request id a ModelInfer may carry: the reply echoes it.
+MAX_REQUEST_ID_BYTES = 1024
+# Of an Open Inference Protocol reply besides the tensors' elements: the model's name and
+# version, the request id, and each output's name, datatype and shape.
+TENSOR_REPLY_OVERHEAD = MAX_REQUEST_ID_BYTES + 1024
+BYTES_ELEMENT_PREFIX = 4  # a BYTES element's length, before its bytes
+FP32 = 4
+
+
+def tensor_reply_bound(card: HeadCard, inputs: int) -> int:
+    """An upper bound of an Open Inference Protocol reply's size with every output of `card`:
+    LABEL (the longest label per input), SCORES (a float per label, and every label as JSON
+    once, its `labels` parameter), LABELS (multi-label: at most every label as JSON, per input)
+    or VALUE (a float)."""
+    if not card.labels:
+        return TENSOR_REPLY_OVERHEAD + inputs * FP32
+    label = BYTES_ELEMENT_PREFIX + max(len(label.encode()) for label in card.labels)
+    scores = FP32 * len(card.labels)
+    # A JSON list of some labels is at most as long as the list of all of them.
+    every_label = len(json.dumps(card.labels, ensure_ascii=False).encode())
+    labels = BYTES_ELEMENT_PREFIX + every_label if card.task == "multi_label" else 0
+    return TENSOR_REPLY_OVERHEAD + every_label + inputs * (label + scores + labels)
+
+
+def check_tensor_reply(card: HeadCard, inputs: int, limit: int) -> None:
+    """Refuses a ModelInfer whose reply could exceed `limit` bytes, saying how many inputs fit.
+
+    Raises:
+        ResourceExhausted: naming the bound, the limit and the most inputs that fit.
+    """
+    size = tensor_reply_bound(card, inputs)
+    if size <= limit:
+        return
+    fixed = tensor_reply_bound(card, 0)
+    per_input = (size - fixed) // max(inputs, 1)
+    fitting = max(0, (limit - fixed) // max(per_input, 1))
+    raise ResourceExhausted(
+        f"the reply would be up to {_mib(size)}, over the limit of {_mib(limit)}; "
+        f"send at most {fitting} inputs per request"
     )

@@ -1,7 +1,8 @@
 """Authentication: `authorization: Bearer <secret>` metadata → the caller's Principal.
 
-Called by the GatewayInterceptor before the request body is decoded. Health and reflection
-need no key (probes and tools call them).
+Called by the GatewayInterceptor before the request body is decoded. Health, reflection and
+the Open Inference Protocol's server-level RPCs need no key (probes, load balancers and tools
+call them; they say nothing of any tenant).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from service.errors import Unauthenticated
 from service.tenancy.directory import TenantDirectory
 from service.tenancy.principal import Principal
 
+# Prefixes of full method names: whole services, or single methods.
 OPEN_SERVICES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
+    # ModelReady, ModelMetadata and ModelInfer take a key: a model may be a tenant's head.
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/inference.GRPCInferenceService/ServerMetadata",
 )
 
 

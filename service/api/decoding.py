@@ -22,6 +22,7 @@ from service.api.request_limits import (
     OFF_LOOP_BYTES,
     MethodLimits,
     NestedLimit,
+    PathLimit,
 )
 from service.errors import InvalidArgument, ResourceExhausted
 
@@ -61,6 +62,8 @@ def check_and_parse(method: str, raw: bytes, limits: MethodLimits, parse: Parse)
         raise InvalidArgument(name, f"more than {limit} given; at most {limit} per request")
     if limits.nested is not None:
         _check_nested(method, raw, limits.nested)
+    for path in limits.paths:
+        _check_path(method, raw, path)
     try:
         return parse(raw)
     except DecodeError as error:  # e.g. a string field that is not valid UTF-8
@@ -84,6 +87,18 @@ def _check_nested(method: str, raw: bytes, nested: NestedLimit) -> None:
     raise InvalidArgument(
         f"{outer}[{over.index}].{inner}", f"more than {over.limit} given; at most {over.limit}"
     )
+
+
+def _check_path(method: str, raw: bytes, path: PathLimit) -> None:
+    try:
+        over = wire.count_in_path(raw, path.numbers, path.limit, path.packed)
+    except wire.MalformedMessage as error:
+        log.warning("malformed %s request (%d bytes): %s", method, len(raw), error)
+        raise InvalidArgument("request", "is not a valid protobuf message") from None
+    if over:
+        raise InvalidArgument(
+            path.name, f"more than {path.limit} given; at most {path.limit} per request"
+        )
 
 
 class RequestDecoder:

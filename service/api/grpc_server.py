@@ -1,4 +1,5 @@
-"""The gRPC front door: the aio server, its interceptor, the servicers, health and reflection.
+"""The gRPC front door: the aio server, its interceptor, the servicers (transferd.v1 and the Open
+Inference Protocol v2), health and reflection.
 
 The only place that knows the generated service stubs besides the servicers themselves;
 `service.server` wires the domain objects and the lifecycle and hands them here.
@@ -11,19 +12,22 @@ from concurrent.futures import Executor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.api.decoding import RequestDecoder
 from service.api.embedding import EmbeddingServicer
 from service.api.heads import HeadServicer
 from service.api.interceptors import GatewayInterceptor
+from service.api.oip.servicer import InferenceServicer
 from service.api.readiness import HealthFollower
+from service.api.reflection import served_pool
 from service.api.tenants import TenantServicer
 from service.backbones.embedder import Embedder
 from service.jobs.manager import JobManager
 from service.predictor import Predictor
 from service.store.registry import HeadRegistry
 from service.tenancy.directory import TenantDirectory
+from transferd.oip import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from transferd.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -37,6 +41,17 @@ SERVICE_NAMES = (
     embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
     heads_pb2.DESCRIPTOR.services_by_name["HeadService"].full_name,
     tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+    # The Open Inference Protocol v2 (KServe, Triton): `inference.GRPCInferenceService`.
+    grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+)
+# What reflection describes: the files of every service served (see `service.api.reflection`).
+SERVED_FILES = (
+    embedding_pb2.DESCRIPTOR,
+    heads_pb2.DESCRIPTOR,
+    tenants_pb2.DESCRIPTOR,
+    grpc_predict_v2_pb2.DESCRIPTOR,
+    health_pb2.DESCRIPTOR,
+    reflection_pb2.DESCRIPTOR,
 )
 
 
@@ -81,10 +96,18 @@ class GrpcServer:
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
             TenantServicer(directory), self._server
         )
+        # What health says for the server (""), which the protocol's ServerReady answers too.
+        self._serving = False
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(embedder, registry, predictor, transport, lambda: self._serving),
+            self._server,
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server,
+            pool=served_pool(SERVED_FILES),
         )
         # After start-up, health follows the backbones (a Triton backbone goes down and back)
         # and the database file (removed or replaced: NOT_SERVING until a restart).
@@ -93,6 +116,7 @@ class GrpcServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Sets the health of the server and of each service."""
+        self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving

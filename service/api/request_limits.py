@@ -12,6 +12,7 @@ from google.protobuf.descriptor import Descriptor
 
 from service.backbones.card import BackboneCard
 from service.config import Settings
+from transferd.oip import grpc_predict_v2_pb2 as oip_pb2
 from transferd.v1 import embedding_pb2, heads_pb2
 
 # Requests without bulk data (names, ids, versions) are tiny; 64 KiB is generous and keeps a
@@ -48,6 +49,23 @@ class NestedLimit:
 
 
 @dataclass(frozen=True)
+class PathLimit:
+    """A repeated field deeper in the message, counted over the whole message.
+
+    Attributes:
+        name: How errors name it, e.g. "inputs[].contents.bytes_contents".
+        numbers: Field numbers from the top down to the counted field, e.g. (5, 5, 8).
+        limit: Most elements in the whole request.
+        packed: The field holds varints (e.g. int64 shape): a packed occurrence counts each.
+    """
+
+    name: str
+    numbers: tuple[int, ...]
+    limit: int
+    packed: bool = False
+
+
+@dataclass(frozen=True)
 class MethodLimits:
     """What one RPC may receive.
 
@@ -55,11 +73,14 @@ class MethodLimits:
         max_bytes: The largest serialized request.
         repeated: Field number → (field name, most elements), counted on the raw message.
         nested: A repeated field inside repeated messages, also counted on the raw message.
+        paths: Repeated fields deeper in the message (Open Inference Protocol tensors), also
+            counted on the raw message.
     """
 
     max_bytes: int
     repeated: dict[int, tuple[str, int]] = field(default_factory=dict)
     nested: NestedLimit | None = None
+    paths: tuple[PathLimit, ...] = ()
 
     @property
     def counts(self) -> dict[int, int]:
@@ -120,4 +141,61 @@ def method_limits(settings: Settings, max_item_bytes: int) -> dict[str, MethodLi
         "/transferd.v1.EmbeddingService/Embed": inputs,
         "/transferd.v1.HeadService/Predict": predict,
         "/transferd.v1.HeadService/TrainHead": training,
+        MODEL_INFER: _model_infer(settings, per_item),
     }
+
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# Tensors of one ModelInfer request: one input is served (the error then says so), and a few
+# requested outputs; more than this is refused on the wire.
+MAX_TENSORS = 8
+# Dimensions of all the tensors of one request together (ours have one or two each).
+MAX_SHAPE_DIMS = 4 * MAX_TENSORS
+
+
+def _model_infer(settings: Settings, per_item: int) -> MethodLimits:
+    """Open Inference Protocol: the same byte limit as Predict (an input tensor holds up to
+    max_inputs_per_request texts, images or embeddings); tensors, their dimensions, parameters
+    and typed BYTES elements counted on the wire, since each decodes to a Python object."""
+    infer = oip_pb2.ModelInferRequest.DESCRIPTOR
+    tensor = oip_pb2.ModelInferRequest.InferInputTensor.DESCRIPTOR
+    requested = oip_pb2.ModelInferRequest.InferRequestedOutputTensor.DESCRIPTOR
+    contents = oip_pb2.InferTensorContents.DESCRIPTOR
+    inputs = infer.fields_by_name["inputs"].number
+    outputs = infer.fields_by_name["outputs"].number
+    return MethodLimits(
+        min(settings.max_request_bytes, settings.max_inputs_per_request * per_item),
+        {
+            **_field(infer, "inputs", MAX_TENSORS),
+            **_field(infer, "outputs", MAX_TENSORS),
+            **_field(infer, "raw_input_contents", MAX_TENSORS),
+            **_field(infer, "parameters", MAX_PARAMS),
+        },
+        paths=(
+            PathLimit(
+                "inputs[].contents.bytes_contents",
+                (
+                    inputs,
+                    tensor.fields_by_name["contents"].number,
+                    contents.fields_by_name["bytes_contents"].number,
+                ),
+                settings.max_inputs_per_request,
+            ),
+            PathLimit(
+                "inputs[].shape",
+                (inputs, tensor.fields_by_name["shape"].number),
+                MAX_SHAPE_DIMS,
+                packed=True,
+            ),
+            PathLimit(
+                "inputs[].parameters",
+                (inputs, tensor.fields_by_name["parameters"].number),
+                MAX_PARAMS,
+            ),
+            PathLimit(
+                "outputs[].parameters",
+                (outputs, requested.fields_by_name["parameters"].number),
+                MAX_PARAMS,
+            ),
+        ),
+    )

@@ -8,11 +8,14 @@ hostile message costs about as much as accepting the largest legitimate one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 # Wire types (https://protobuf.dev/programming-guides/encoding/).
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
+
+# A message, or a part of one sliced without copying.
+Buffer = bytes | memoryview
 
 
 class MalformedMessage(ValueError):
@@ -27,7 +30,7 @@ class OverLimit:
     limit: int
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
+def _varint(data: Buffer, at: int) -> tuple[int, int]:
     """The varint at `at` and the position after it."""
     value = 0
     shift = 0
@@ -43,7 +46,7 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def _skip(data: bytes, at: int, wire_type: int) -> int:
+def _skip(data: Buffer, at: int, wire_type: int) -> int:
     """The position after a field's value."""
     if wire_type == VARINT:
         return _varint(data, at)[1]
@@ -152,3 +155,61 @@ def count_nested(
         if at != element_end:
             raise MalformedMessage("a field runs past its message")
     return None
+
+
+def _values_of(data: Buffer, number: int) -> Iterator[tuple[int, int, int]]:
+    """(wire type, start, end) of the value of every occurrence of field `number` at the top
+    level of `data`, in order (of a LEN field: the bytes after its length)."""
+    at = 0
+    end = len(data)
+    while at < end:
+        tag, at = _varint(data, at)
+        field, wire_type = tag >> 3, tag & 7
+        start = at
+        if wire_type == LEN:
+            length, start = _varint(data, at)
+            at = start + length
+            if at > end:
+                raise MalformedMessage("truncated field")
+        else:
+            at = _skip(data, at, wire_type)
+        if field == number:
+            yield wire_type, start, at
+
+
+# The bytes that end a varint (high bit clear): `bytes.translate` deletes them, counting in C.
+_LAST_VARINT_BYTES = bytes(range(0x80))
+
+
+def count_in_path(data: bytes, path: tuple[int, ...], limit: int, packed: bool = False) -> bool:
+    """Whether the elements of the field at `path` exceed `limit`, over the whole message.
+
+    `path` is field numbers from the top: every one but the last a (repeated) message field,
+    the last the counted field, e.g. (5, 5, 8) for `inputs[].contents.bytes_contents`. Every
+    occurrence is one element, except with `packed`: the field holds varints (e.g. a tensor's
+    int64 shape), and a packed occurrence counts each varint in it. Only the messages on the
+    path are scanned, and counting stops at `limit`; call it after `count_top_level`, which
+    bounds the top level.
+
+    Raises:
+        MalformedMessage: a message on the path is not well-formed.
+    """
+    messages: list[memoryview] = [memoryview(data)]
+    for number in path[:-1]:
+        messages = [
+            message[start:end]
+            for message in messages
+            for wire_type, start, end in _values_of(message, number)
+            if wire_type == LEN
+        ]
+    total = 0
+    for message in messages:
+        for wire_type, start, end in _values_of(message, path[-1]):
+            if packed and wire_type == LEN:
+                chunk = bytes(message[start:end])
+                total += len(chunk) - len(chunk.translate(None, _LAST_VARINT_BYTES))
+            else:
+                total += 1
+            if total > limit:
+                return True
+    return False

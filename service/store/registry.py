@@ -277,6 +277,17 @@ class HeadRegistry:
             latest[card.name] = card
         return list(latest.values())
 
+    async def versions(self, tenant: str, name: str) -> tuple[int, ...]:
+        """The live versions of one of the tenant's heads, oldest first (empty: none)."""
+        check_head_name(name)
+
+        def query(session: Session) -> tuple[int, ...]:
+            # The version column only: a card is up to megabytes of JSON.
+            only = _live(tenant, name).with_only_columns(HeadRow.version)
+            return tuple(session.scalars(only.order_by(HeadRow.version)))
+
+        return await self._db.run(query)
+
     async def get(self, tenant: str, name: str, version: int = 0) -> StoredHead:
         """The card of one version (0: the latest); NotFound for unknown or another tenant's.
 

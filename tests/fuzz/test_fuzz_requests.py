@@ -22,6 +22,7 @@ from devtools.client import bearer
 from devtools.launcher import ServerProcess, health_status
 from tests.conftest import BACKBONE
 from tests.integration.conftest import start_server
+from transferd.oip import grpc_predict_v2_pb2 as oip_pb2
 from transferd.v1 import common_pb2, embedding_pb2, heads_pb2
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
@@ -87,6 +88,25 @@ params = st.dictionaries(
     max_size=4,
 )
 versions = st.integers(min_value=0, max_value=2**32 - 1)
+# Open Inference Protocol tensors: our names and types, and others.
+model_versions = st.one_of(st.sampled_from(["", "0", "1", "2", "x", "9" * 12]), st.text(max_size=8))
+tensor_names = st.one_of(
+    st.sampled_from(["TEXT", "IMAGE", "EMBEDDING", "LABEL", "SCORES", "VALUE"]),
+    st.text(max_size=12),
+)
+contents = st.builds(
+    oip_pb2.InferTensorContents,
+    bytes_contents=st.lists(st.binary(max_size=40), max_size=4),
+    fp32_contents=st.lists(floats, max_size=12),
+    int_contents=st.lists(st.integers(-(2**31), 2**31 - 1), max_size=2),
+)
+input_tensors = st.builds(
+    oip_pb2.ModelInferRequest.InferInputTensor,
+    name=tensor_names,
+    datatype=st.sampled_from(["BYTES", "FP32", "INT8", "", "bytes"]),
+    shape=st.lists(st.integers(-2, 400), max_size=3),
+    contents=st.one_of(st.none(), contents),
+)
 
 REQUESTS: dict[str, st.SearchStrategy[Message]] = {
     "/transferd.v1.EmbeddingService/Embed": st.builds(
@@ -118,6 +138,24 @@ REQUESTS: dict[str, st.SearchStrategy[Message]] = {
         heads_pb2.DeleteHeadRequest, head=names, version=versions
     ),
     "/transferd.v1.HeadService/ListHeads": st.builds(heads_pb2.ListHeadsRequest),
+    "/inference.GRPCInferenceService/ModelInfer": st.builds(
+        oip_pb2.ModelInferRequest,
+        model_name=names,
+        model_version=model_versions,
+        id=st.text(max_size=20),
+        inputs=st.lists(input_tensors, max_size=3),
+        outputs=st.lists(
+            st.builds(oip_pb2.ModelInferRequest.InferRequestedOutputTensor, name=tensor_names),
+            max_size=3,
+        ),
+        raw_input_contents=st.lists(st.binary(max_size=64), max_size=2),
+    ),
+    "/inference.GRPCInferenceService/ModelMetadata": st.builds(
+        oip_pb2.ModelMetadataRequest, name=names, version=model_versions
+    ),
+    "/inference.GRPCInferenceService/ModelReady": st.builds(
+        oip_pb2.ModelReadyRequest, name=names, version=model_versions
+    ),
 }
 
 
@@ -180,6 +218,7 @@ PARSERS = {
     "/transferd.v1.EmbeddingService/Embed": embedding_pb2.EmbedRequest.FromString,
     "/transferd.v1.HeadService/TrainHead": heads_pb2.TrainHeadRequest.FromString,
     "/transferd.v1.HeadService/Predict": heads_pb2.PredictRequest.FromString,
+    "/inference.GRPCInferenceService/ModelInfer": oip_pb2.ModelInferRequest.FromString,
 }
 
 

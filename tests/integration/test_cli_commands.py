@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
 from PIL import Image
 
 from devtools.launcher import ServerProcess, free_port
@@ -109,6 +110,15 @@ def test_train_from_jsonl_then_predict_json_scores_held_out_text(
     with Client(server.address, api_key=tenant_key) as client:
         expected = client.predict("cli-topics", texts=[row["text"] for row in _test_rows()])
     assert [p["label"] for p in predictions] == [p.label for p in expected]
+
+    # The same head over the Open Inference Protocol, through tritonclient with the key in its
+    # headers: its LABEL output is the CLI's labels.
+    client = triton.InferenceServerClient(server.address)
+    texts = triton.InferInput("TEXT", [len(truth)], "BYTES")
+    texts.set_data_from_numpy(np.array([r["text"].encode() for r in _test_rows()], dtype=object))
+    result = client.infer("cli-topics", [texts], headers={"authorization": f"Bearer {tenant_key}"})
+    labels = [label.decode() for label in result.as_numpy("LABEL")]
+    assert labels == [p["label"] for p in predictions]
 
     top = transferd("predict", "cli-topics", "--text", "a late goal won the cup", "--top-k", "2",
                     "--json", url=server.address, key=tenant_key)  # fmt: skip

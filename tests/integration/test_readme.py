@@ -14,10 +14,14 @@ from tests.conftest import ROOT
 from tests.integration.conftest import start_server
 
 
+def _python_snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
 def test_readme_python_snippets_run(tmp_path: Path, model_repo: Path) -> None:
     """The client snippet, then the raw-stub one, each on a server of its own (both create the
     tenant acme): each lists the backbones and prints the dim and a cosine."""
-    snippets = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    snippets = [s for s in _python_snippets() if "tritonclient" not in s]
     assert len(snippets) == 2
     for index, snippet in enumerate(snippets):
         folder = tmp_path / str(index)
@@ -37,11 +41,15 @@ def test_readme_python_snippets_run(tmp_path: Path, model_repo: Path) -> None:
         assert "all-minilm-l6-v2" in result.stdout
 
 
-def test_readme_command_line_snippet_runs(tmp_path: Path, model_repo: Path) -> None:
+def test_readme_command_line_and_inference_protocol_snippets_run(
+    tmp_path: Path, model_repo: Path
+) -> None:
     """The command-line walk-through, in bash against a server of its own: it makes a tenant and
-    a key, trains from examples/tickets.jsonl, predicts as JSON and plots the matrix."""
+    a key, trains from examples/tickets.jsonl, predicts as JSON and plots the matrix; then the
+    Open Inference Protocol snippet calls that head and a backbone through tritonclient."""
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     [script] = [block for block in blocks if "transferd tenants create" in block]
+    [oip] = [s for s in _python_snippets() if "tritonclient" in s]
     (tmp_path / "server").mkdir()
     server = start_server(tmp_path / "server", model_repo, TRANSFERD_ADMIN_KEY="change-me")
     try:
@@ -50,17 +58,30 @@ def test_readme_command_line_snippet_runs(tmp_path: Path, model_repo: Path) -> N
         script = script.replace("examples/", f"{ROOT}/examples/")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERD_")}
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
+            ["bash", "-euo", "pipefail", "-c", script + 'echo "key $TRANSFERD_API_KEY"\n'],
             cwd=tmp_path,
             env=env | {"TRANSFERD_URL": server.address},
             capture_output=True,
             text=True,
             timeout=300,
         )
+        assert result.returncode == 0, result.stderr
+        key = result.stdout.splitlines()[-1].removeprefix("key ")
+        code = oip.replace("localhost:50051", server.address).replace("<API key>", key)
+        inference = subprocess.run(
+            [sys.executable, "-c", code + "print(vectors.shape)\n"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         server.stop()
-    assert result.returncode == 0, result.stderr
     predicted = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [p["label"] for p in predicted] == ["billing"]
     assert "validation confusion matrix" in result.stdout
     assert (tmp_path / "tickets.png").stat().st_size > 0
+    assert inference.returncode == 0, inference.stderr
+    labels_line, shape = inference.stdout.strip().splitlines()
+    assert labels_line.startswith("[b'technical' b'shipping']") and "'billing':" in labels_line
+    assert shape == "(2, 384)"
