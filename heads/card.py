@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from heads.backbone_choice import BackboneScore
 from heads.errors import HeadFormatError
+from heads.fusion import SEPARATOR, FusedPart
 from heads.kind_choice import KindScore
 from heads.targets import EncodedTargets, Task, canonical_targets, encode_targets
 from heads.transfer import TransferReport
@@ -102,6 +103,8 @@ class TrainingSummary(BaseModel):
             training part, the chosen one marked (`heads.kind_choice`); else empty.
         backbone_scores: With backbone "auto": every candidate backbone's probe score and
             LogME, the chosen one marked (`heads.backbone_choice`); else empty.
+        fusion: A fused head's parts, in the order their embeddings are joined, with their
+            widths and weights (`heads.fusion`); empty for a head on one backbone.
         confusion_matrix: Classification: the validation part's counts, true labels as rows and
             predicted ones as columns, both in `labels` order (`heads.metrics`); else empty.
     """
@@ -123,6 +126,7 @@ class TrainingSummary(BaseModel):
     kind_scores: list[KindScore] = Field(default_factory=list)
     backbone_scores: list[BackboneScore] = Field(default_factory=list)
     confusion_matrix: list[list[Annotated[int, Field(ge=0)]]] = Field(default_factory=list)
+    fusion: list[FusedPart] = Field(default_factory=list)
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -146,8 +150,20 @@ class TrainingSummary(BaseModel):
         labels = info.data.get("labels")  # absent when the labels themselves were refused
         if matrix and labels is not None:
             if len(matrix) != len(labels) or any(len(row) != len(labels) for row in matrix):
-                raise ValueError(f"must be {len(labels)} by {len(labels)}, a row and column per label")
+                raise ValueError(
+                    f"must be {len(labels)} by {len(labels)}, a row and column per label"
+                )
         return matrix
+
+    @field_validator("fusion")
+    @classmethod
+    def _parts_fill_the_input(cls, parts: list[FusedPart], info: ValidationInfo) -> list[FusedPart]:
+        dim = info.data.get("embedding_dim")
+        if parts and len(parts) < 2:
+            raise ValueError("a fused head joins two parts or more")
+        if parts and dim is not None and sum(part.dim for part in parts) != dim:
+            raise ValueError(f"the parts' widths must add up to embedding_dim {dim}")
+        return parts
 
 
 class HeadCard(TrainingSummary):
@@ -157,8 +173,10 @@ class HeadCard(TrainingSummary):
         tenant: Owner of the head.
         name: Head name, unique per tenant.
         version: Version, from 1 (0 in requests means "latest", never stored).
-        backbone: Name of the backbone whose embeddings the head takes.
-        backbone_fingerprint: That backbone's fingerprint at training time.
+        backbone: Name of the backbone whose embeddings the head takes (a fused head: its parts'
+            names joined by "+", in `fusion` order).
+        backbone_fingerprint: That backbone's fingerprint at training time (a fused head: its
+            parts' fingerprints, joined likewise).
         created_at: ISO-8601 UTC time of training, see `iso_utc`.
         format_version: Card format, `FORMAT_VERSION`.
     """
@@ -185,6 +203,19 @@ class HeadCard(TrainingSummary):
             raise ValueError("must be in UTC")
         return created_at
 
+    @field_validator("backbone_fingerprint")
+    @classmethod
+    def _one_per_part(cls, fingerprint: str, info: ValidationInfo) -> str:
+        """A fused head's backbone is its parts' names joined, and its fingerprint theirs."""
+        parts = info.data.get("fusion") or []
+        backbone = info.data.get("backbone")
+        if parts and backbone is not None:
+            if backbone != SEPARATOR.join(part.backbone for part in parts):
+                raise ValueError("the backbone must join the fusion parts' names")
+            if len(fingerprint.split(SEPARATOR)) != len(parts):
+                raise ValueError("must join one fingerprint per fusion part")
+        return fingerprint
+
     @field_validator("format_version")
     @classmethod
     def _supported(cls, format_version: int) -> int:
@@ -199,7 +230,7 @@ class HeadCard(TrainingSummary):
         before them."""
         data = self.model_dump(mode="json", include=set(HeadCard.model_fields))
         # Written only when there is something to say.
-        for key in ("transfer", "kind_scores", "backbone_scores", "confusion_matrix"):
+        for key in ("transfer", "kind_scores", "backbone_scores", "confusion_matrix", "fusion"):
             if not data[key]:
                 del data[key]
         return data

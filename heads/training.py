@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from heads.backbone_choice import BackboneScore, choose_backbone
+from heads.backbone_choice import BackboneScore, choose_backbone, weight_probe_scores
 from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
-from heads.kind_choice import AUTO_KIND, KindScore, choose_kind
+from heads.fusion import Fused, FusedPart, choose_weights, fuse, fused_parts
+from heads.kind_choice import AUTO_KIND, KindScore, choose_kind, folds
 from heads.kinds import HeadKind, get_kind
 from heads.metrics import confusion_matrix, evaluate
 from heads.onnx_export import export_verified
@@ -35,7 +36,8 @@ from heads.threads import single_threaded_blas
 from heads.transfer import RawInputs, compare_with_baseline
 
 #: Progress callback: (stage, fraction of the head's training done, 0..1). Stages, in order:
-#: ``split``, ``choosing backbone`` (backbone "auto"), ``choosing kind`` (kind "auto"), ``fit``,
+#: ``split``, ``choosing backbone`` (backbone "auto"), ``choosing weights`` (a fused backbone),
+#: ``choosing kind`` (kind "auto"), ``fit``,
 #: ``evaluate``, ``baseline`` (given raw inputs), ``refit``, ``export``, ``done``. An exception it
 #: raises (e.g. the job was cancelled) aborts training and propagates.
 Progress = Callable[[str, float], None]
@@ -156,13 +158,14 @@ def check_request(
 
 def train_head(
     kind: str,
-    embeddings: np.ndarray | Mapping[str, np.ndarray],
+    embeddings: np.ndarray | Mapping[str, np.ndarray] | Fused,
     targets: Sequence[object],
     params: Mapping[str, str] | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     progress: Progress | None = None,
     should_stop: StopCheck | None = None,
     raw: RawInputs | None = None,
+    fuse_candidates: bool = False,
 ) -> TrainedHead:
     """Trains, evaluates, exports and verifies one head.
 
@@ -175,7 +178,9 @@ def train_head(
         embeddings: (n, d) embeddings of the examples, any real dtype (used as float32); or,
             for backbone "auto", each candidate backbone's embeddings by name (in order of
             preference): the backbone is then chosen on the training part
-            (`heads.backbone_choice`), and the summary records every candidate's score.
+            (`heads.backbone_choice`), and the summary records every candidate's score. Or
+            `heads.fusion.Fused`: each part's embeddings, joined with weights chosen on the
+            training part; the summary's `fusion` records the parts and weights.
         targets: n targets: ``str`` labels (classification), sequences of ``str`` (multi-label)
             or numbers (regression); see `heads.targets.encode_targets`.
         params: Hyper-parameters as strings (the API's map<string, string>).
@@ -187,6 +192,8 @@ def train_head(
         raw: The examples' raw inputs (texts, or downscaled pixels), in the order of
             `embeddings`: the head is then compared with a model trained from scratch on them,
             on the same split (`heads.transfer`), and the summary carries the report.
+        fuse_candidates: Backbone "auto" also considers the fusion of every candidate
+            (`heads.backbone_choice.choose_backbone`).
 
     Returns:
         The trained head with verified ONNX bytes.
@@ -198,17 +205,20 @@ def train_head(
         TrainingStopped: ``should_stop`` returned True.
     """
     with stop_checks(should_stop):
-        return _train(kind, embeddings, targets, params, validation_fraction, progress, raw)
+        return _train(
+            kind, embeddings, targets, params, validation_fraction, progress, raw, fuse_candidates
+        )
 
 
 def _train(
     kind: str,
-    embeddings: np.ndarray | Mapping[str, np.ndarray],
+    embeddings: np.ndarray | Mapping[str, np.ndarray] | Fused,
     targets: Sequence[object],
     params: Mapping[str, str] | None,
     validation_fraction: float,
     progress: Progress | None,
     raw: RawInputs | None,
+    fuse_candidates: bool,
 ) -> TrainedHead:
     def report(stage: str, fraction: float) -> None:
         checkpoint()  # every stage boundary is a place to stop
@@ -218,7 +228,13 @@ def _train(
     fraction = check_validation_fraction(validation_fraction)
     head_kind, encoded, parsed = _resolve(kind, targets, params)
     candidates: dict[str, np.ndarray] | None = None
-    if isinstance(embeddings, Mapping):
+    fused: dict[str, np.ndarray] | None = None
+    if isinstance(embeddings, Fused):
+        fused = {name: _check_embeddings(e, len(encoded)) for name, e in embeddings.parts.items()}
+        if len(fused) < 2:
+            raise InvalidTrainingData("backbone", "a fused backbone joins two parts or more")
+        x = next(iter(fused.values()))
+    elif isinstance(embeddings, Mapping):
         candidates = {name: _check_embeddings(e, len(encoded)) for name, e in embeddings.items()}
         if not candidates:
             raise InvalidTrainingData("backbone", "no candidate backbone to choose from")
@@ -234,16 +250,35 @@ def _train(
     train, val = split_indices(encoded, fraction)
     kind_scores: list[KindScore] = []
     backbone_scores: list[BackboneScore] = []
+    fusion: list[FusedPart] = []
     with single_threaded_blas():
         fit_at = 0.05
         if candidates:  # backbone "auto": a probe on the same folds of every backbone
             report("choosing backbone", 0.01)
-            chosen, backbone_scores = choose_backbone(
+            choice = choose_backbone(
                 {name: e[train] for name, e in candidates.items()},
                 encoded.subset(train),
                 lambda done: report("choosing backbone", 0.01 + 0.2 * done),
+                with_fusion=fuse_candidates,
             )
-            x = candidates[chosen]
+            backbone_scores = choice.scores
+            if choice.weights:
+                fusion = fused_parts(list(candidates), list(candidates.values()), choice.weights)
+                x = fuse(list(candidates.values()), choice.weights)
+            else:
+                x = candidates[choice.name]
+            fit_at = 0.25
+        if fused:  # the parts' weights, by a probe on the same folds of each weighting
+            report("choosing weights", 0.01)
+            parts = list(fused.values())
+            splits = folds(encoded.subset(train))
+            weights = choose_weights(
+                [part[train] for part in parts],
+                lambda fused_x: weight_probe_scores(fused_x, encoded.subset(train), splits),
+                lambda done: report("choosing weights", 0.01 + 0.2 * done),
+            ).weights
+            fusion = fused_parts(list(fused), parts, weights)
+            x = fuse(parts, weights)
             fit_at = 0.25
         if head_kind is None:  # "auto": every candidate on the same folds of the training part
             start = fit_at - 0.03
@@ -286,5 +321,6 @@ def _train(
         kind_scores=kind_scores,
         backbone_scores=backbone_scores,
         confusion_matrix=confusion,
+        fusion=fusion,
     )
     return TrainedHead(summary, onnx_bytes)

@@ -23,6 +23,7 @@ class InvalidArgument(TransferdError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 class NotFound(TransferdError):

@@ -1,4 +1,5 @@
-"""Predict: one batched embed of the inputs, then one call of the tenant's head."""
+"""Predict: one batched embed of the inputs (by each part of a fused head, concurrently), then one
+call of the tenant's head."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heads import HeadCard, Prediction
-from service.backbones.embedder import Embedder, ServedBackbone
+from heads import Prediction
+from service.backbones.embedder import Embedder
+from service.backbones.fused import head_backbones
 from service.backbones.inputs import EmbeddingInput, Input, check_count
-from service.errors import FailedPrecondition, InvalidArgument
+from service.errors import InvalidArgument
 from service.reply_size import check_predict_reply
 from service.store.registry import HeadRegistry, StoredHead, check_head_name
 
@@ -86,50 +88,27 @@ class Predictor:
         check_count(inputs, self._embedder.limits, field)
         loaded = await self._registry.load_stored(stored, version)
         card = loaded.card
-        served = served_backbone_of(self._embedder, card)
+        backbones = head_backbones(self._embedder, card)
         rows = np.empty((len(inputs), card.embedding_dim), dtype=np.float32)
         to_embed: list[int] = []  # positions of texts or images; embeddings go straight in
         for index, item in enumerate(inputs):
             if isinstance(item, EmbeddingInput):
+                # A fused head's: the weighted join of its parts' embeddings, as it was trained.
                 rows[index] = _checked_embedding(item, card.embedding_dim, f"{field}[{index}]")
             else:
-                self._embedder.check_input(served, item, f"{field}[{index}]")
+                backbones.check_input(self._embedder, item, f"{field}[{index}]")
                 to_embed.append(index)
         if to_embed:
-            result = await self._embedder.embed(
-                served.card.name,
+            rows[to_embed] = await backbones.embed(
+                self._embedder,
                 [inputs[i] for i in to_embed],
                 wheres=[f"{field}[{i}]" for i in to_embed],
                 tenant=tenant,
             )
-            rows[to_embed] = result.vectors
         predictions = await asyncio.get_running_loop().run_in_executor(
             self._executor, loaded.predict, rows, top_k
         )
         return PredictResult(card.name, card.version, predictions)
-
-
-def served_backbone_of(embedder: Embedder, card: HeadCard) -> ServedBackbone:
-    """The served backbone a head was trained on.
-
-    Raises:
-        FailedPrecondition: the backbone is not served, or was re-exported since the head was
-            trained (another fingerprint).
-    """
-    try:
-        served = embedder.get(card.backbone)
-    except InvalidArgument:
-        raise FailedPrecondition(
-            f"head '{card.name}' v{card.version} needs backbone '{card.backbone}', "
-            "which this server does not serve"
-        ) from None
-    if served.card.fingerprint != card.backbone_fingerprint:
-        raise FailedPrecondition(
-            f"head '{card.name}' v{card.version} was trained on a different export of "
-            f"'{card.backbone}' (fingerprint {card.backbone_fingerprint[:12]}, served "
-            f"{served.card.fingerprint[:12]}); train it again"
-        )
-    return served
 
 
 def _checked_embedding(item: EmbeddingInput, dim: int, where: str) -> np.ndarray:

@@ -26,7 +26,7 @@ def inputs_from_pb(messages: Iterable[common_pb2.Input]) -> list[Input]:
     return [input_from_pb(m) for m in messages]
 
 
-def backbone_to_pb(served: ServedBackbone) -> embedding_pb2.Backbone:
+def backbone_to_pb(served: ServedBackbone, relative_cost: float) -> embedding_pb2.Backbone:
     card = served.card
     return embedding_pb2.Backbone(
         name=card.name,
@@ -37,6 +37,7 @@ def backbone_to_pb(served: ServedBackbone) -> embedding_pb2.Backbone:
         max_sequence_length=card.max_sequence_length or 0,
         normalized=card.normalized,
         source=source_to_text(card.source),
+        relative_cost=relative_cost,
     )
 
 

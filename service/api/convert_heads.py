@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from heads import HeadCard, Prediction, TransferReport
+from heads.fusion import SEPARATOR
 from service.jobs.model import JobSnapshot, JobState, Target
 from service.jobs.validation import ConflictingTargets, MissingTarget
 from service.predictor import PredictResult
@@ -59,7 +60,7 @@ def job_to_pb(job: JobSnapshot) -> heads_pb2.Job:
     )  # fmt: skip
 
 
-def head_to_pb(card: HeadCard) -> heads_pb2.Head:
+def head_to_pb(card: HeadCard, relative_cost: float = 0.0) -> heads_pb2.Head:
     # The registry lists StoredHeads, which carry the damage mark kept beside the card.
     damage = card.damage if isinstance(card, StoredHead) else None
     return heads_pb2.Head(
@@ -75,7 +76,22 @@ def head_to_pb(card: HeadCard) -> heads_pb2.Head:
         confusion_matrix=heads_pb2.ConfusionMatrix(
             counts=[count for row in card.confusion_matrix for count in row]
         ),
+        backbones=backbone_names(card),
+        fusion=[
+            heads_pb2.FusedPart(
+                backbone=part.backbone, fingerprint=fingerprint, dim=part.dim, weight=part.weight
+            )
+            for part, fingerprint in zip(
+                card.fusion, card.backbone_fingerprint.split(SEPARATOR), strict=True
+            )
+        ] if card.fusion else [],
+        relative_cost=relative_cost,
     )  # fmt: skip
+
+
+def backbone_names(card: HeadCard) -> list[str]:
+    """The backbones a head takes embeddings of: one, or a fused head's parts."""
+    return [part.backbone for part in card.fusion] or [card.backbone]
 
 
 def prediction_to_pb(prediction: Prediction) -> heads_pb2.Prediction:

@@ -27,7 +27,10 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     ) -> embedding_pb2.ListBackbonesResponse:
         current_tenant()
         return embedding_pb2.ListBackbonesResponse(
-            backbones=[backbone_to_pb(b) for b in self._embedder.served()]
+            backbones=[
+                backbone_to_pb(b, self._embedder.relative_cost([b.card.name]))
+                for b in self._embedder.served()
+            ]
         )
 
     async def Embed(

@@ -7,9 +7,15 @@ from concurrent.futures import Executor
 
 import grpc
 
-from heads import DEFAULT_VALIDATION_FRACTION
+from heads import DEFAULT_VALIDATION_FRACTION, HeadCard
 from service.api.convert import inputs_from_pb
-from service.api.convert_heads import head_to_pb, job_to_pb, predict_result_to_pb, target_from_pb
+from service.api.convert_heads import (
+    backbone_names,
+    head_to_pb,
+    job_to_pb,
+    predict_result_to_pb,
+    target_from_pb,
+)
 from service.api.offload import off_loop_if
 from service.backbones.embedder import Embedder
 from service.jobs.manager import JobManager
@@ -43,6 +49,10 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         # Up to max_examples_per_job examples: converted and validated off the event loop.
         training = await off_loop_if(True, self._executor, self._training_request, request)
         return job_to_pb(await self._jobs.submit(tenant, training))
+
+    def _head(self, card: HeadCard) -> heads_pb2.Head:
+        """A head as the API shows it, with what its inputs cost to embed on this server."""
+        return head_to_pb(card, self._embedder.relative_cost(backbone_names(card)))
 
     def _training_request(self, request: heads_pb2.TrainHeadRequest) -> TrainingRequest:
         fraction = (
@@ -82,12 +92,12 @@ class HeadServicer(heads_pb2_grpc.HeadServiceServicer):
         self, request: heads_pb2.ListHeadsRequest, context: grpc.aio.ServicerContext
     ) -> heads_pb2.ListHeadsResponse:
         cards = await self._registry.list(current_tenant(), request.include_all_versions)
-        return heads_pb2.ListHeadsResponse(heads=[head_to_pb(c) for c in cards])
+        return heads_pb2.ListHeadsResponse(heads=[self._head(c) for c in cards])
 
     async def GetHead(
         self, request: heads_pb2.GetHeadRequest, context: grpc.aio.ServicerContext
     ) -> heads_pb2.Head:
-        return head_to_pb(await self._registry.get(current_tenant(), request.head, request.version))
+        return self._head(await self._registry.get(current_tenant(), request.head, request.version))
 
     async def DeleteHead(
         self, request: heads_pb2.DeleteHeadRequest, context: grpc.aio.ServicerContext

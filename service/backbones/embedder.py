@@ -19,6 +19,7 @@ from heads import RawInputs
 from service import metrics, request_context
 from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import INT8, BackboneCard
+from service.backbones.cost import relative_costs
 from service.backbones.embedding_cache import (
     CachedEmbedding,
     CacheKey,
@@ -39,6 +40,7 @@ class ServedBackbone:
     modality: Modality  # checks, costs and prepares inputs; plans the runtime's calls
     admission: AdmissionGate  # the tenants' shares of this backbone, in the modality's unit
     runtime: BackboneRuntime
+    compute_weights: int = 0  # what it multiplies by per input (`cost`); 0: not counted
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Embedder:
         self._backbones = backbones
         self._limits = limits
         self._cache = cache if cache is not None else EmbeddingCache(0)
+        self._relative_costs = relative_costs(
+            (name, served.card.modality, served.compute_weights)
+            for name, served in backbones.items()
+        )
 
     @property
     def limits(self) -> InputLimits:
@@ -71,6 +77,11 @@ class Embedder:
 
     def served(self) -> list[ServedBackbone]:
         return [self._backbones[name] for name in sorted(self._backbones)]
+
+    def relative_cost(self, names: list[str]) -> float:
+        """What embedding an input with these backbones costs (a fused head: its parts), in
+        units of the cheapest served backbone of their modality (`service.backbones.cost`)."""
+        return round(sum(self._relative_costs.get(name, 0.0) for name in names), 2)
 
     def candidates_for(self, inputs: list[Input], field: str = "examples") -> list[ServedBackbone]:
         """Backbone "auto": every served backbone of the inputs' modality but the int8 variants,

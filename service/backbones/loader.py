@@ -13,6 +13,7 @@ from pathlib import Path
 
 from service.backbones.admission import AdmissionGate
 from service.backbones.card import BackboneCard
+from service.backbones.cost import card_compute_weights
 from service.backbones.embedder import ServedBackbone
 from service.backbones.modalities.base import Modality
 from service.backbones.modalities.image import ImageModality
@@ -57,7 +58,11 @@ def build_backbones(settings: Settings, tokenizers: Executor) -> dict[str, Serve
     for name, (card, folder) in load_cards(settings.model_repo).items():
         modality, gate = _modality(settings, card, folder, pools)
         served[name] = ServedBackbone(
-            card, modality, gate, _runtime(settings, card, folder, modality)
+            card,
+            modality,
+            gate,
+            _runtime(settings, card, folder, modality),
+            card_compute_weights(card, folder),
         )
     return served
 

@@ -32,6 +32,17 @@ def _docstrings() -> list[tuple[str, str]]:
 def labelled_texts(count: int, min_chars: int = 20) -> list[tuple[str, str]]:
     """`count` distinct paragraphs of real prose, each with the module it documents as its label
     (code samples and tables left out)."""
+    pairs = all_labelled_texts(min_chars)
+    if len(pairs) < count:
+        raise ValueError(f"only {len(pairs)} texts available, {count} asked")
+    # A fixed stride rather than the first `count`: modules differ in style and length.
+    step = len(pairs) / count
+    return [pairs[int(i * step)] for i in range(count)]
+
+
+def all_labelled_texts(min_chars: int = 20) -> list[tuple[str, str]]:
+    """Every distinct paragraph, with its module, in a fixed order (about 2,000; a few more or
+    fewer as the modules' namespaces hold more or fewer public names)."""
     seen: dict[str, str] = {}
     for doc, module in _docstrings():
         for paragraph in doc.split("\n\n"):
@@ -39,12 +50,7 @@ def labelled_texts(count: int, min_chars: int = 20) -> list[tuple[str, str]]:
             if len(text) < min_chars or text.startswith((">>>", "...", "|", "+")):
                 continue
             seen.setdefault(text, module)
-    pairs = list(seen.items())
-    if len(pairs) < count:
-        raise ValueError(f"only {len(pairs)} texts available, {count} asked")
-    # A fixed stride rather than the first `count`: modules differ in style and length.
-    step = len(pairs) / count
-    return [pairs[int(i * step)] for i in range(count)]
+    return list(seen.items())
 
 
 def real_texts(count: int, min_chars: int = 20) -> list[str]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
 from service.backbones.card import CARD_FILE, BackboneCard, model_path
+from service.backbones.cost import COMPUTE_WEIGHTS, compute_weights
 from service.store.files import write_atomically
 
 
@@ -17,6 +20,9 @@ def publish_backbone(
     old card (whose fingerprint no longer matches, which the repository refuses loudly) or no card
     (the folder is skipped): never a silently mismatched backbone.
     """
+    # What it costs per input, beside the others (ListBackbones, GetHead): counted once, here.
+    weights = compute_weights(onnx.load_from_string(model_bytes))
+    card = card.model_copy(update={"export": {**card.export, COMPUTE_WEIGHTS: weights}})
     write_atomically(model_path(folder), model_bytes)
     for name, data in extra_files.items():
         write_atomically(folder / name, data)

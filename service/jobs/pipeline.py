@@ -18,9 +18,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from heads import AUTO_BACKBONE, HeadCard, RawInputs, TrainedHead, train_head
+from heads.fusion import Fused, fused_name
 from service import metrics
 from service.backbones.card import BackboneCard
 from service.backbones.embedder import Embedder
+from service.backbones.fused import fused_parts, is_fused
 from service.jobs.control import JobControl
 from service.jobs.model import TrainingRequest
 from service.request_context import TRAINING_TENANT
@@ -57,18 +59,25 @@ async def run_training(
     Raises:
         JobCancelled or heads.TrainingStopped: ``control`` was stopped (see its reason).
     """
-    backbones = (
-        [served.card for served in embedder.candidates_for(request.inputs)]
-        if request.backbone == AUTO_BACKBONE
-        else [embedder.get(request.backbone).card]
-    )
+    auto = request.backbone == AUTO_BACKBONE
+    if auto:
+        backbones = [served.card for served in embedder.candidates_for(request.inputs)]
+    elif is_fused(request.backbone):
+        backbones = [served.card for served in fused_parts(embedder, request.backbone)]
+    else:
+        backbones = [embedder.get(request.backbone).card]
     vectors, raw = await _embed_examples(
         tenant, request, backbones, embedder, chunk_size, report, control
     )
-    # One backbone: its embeddings; "auto": every candidate's, chosen from by heads.
-    embeddings: np.ndarray | dict[str, np.ndarray] = (
-        vectors if request.backbone == AUTO_BACKBONE else vectors[backbones[0].name]
-    )
+    # One backbone: its embeddings; a fused one: every part's, weighted by heads; "auto": every
+    # candidate's, chosen from (their fusion too) by heads.
+    embeddings: np.ndarray | dict[str, np.ndarray] | Fused
+    if auto:
+        embeddings = vectors
+    elif len(backbones) > 1:
+        embeddings = Fused(vectors)
+    else:
+        embeddings = vectors[backbones[0].name]
 
     loop = asyncio.get_running_loop()
 
@@ -81,16 +90,17 @@ async def run_training(
         return train_head(
             request.kind, embeddings, request.targets, request.params,
             request.validation_fraction, on_progress, should_stop=control.is_set, raw=raw,
+            fuse_candidates=auto,
         )  # fmt: skip
 
     trained = await run_to_the_end(loop.run_in_executor(executor, train))
-    card = _trained_on(trained, backbones)
-    _tell_of_negative_transfer(tenant, request.head, card.name, trained)
+    name, fingerprint = _trained_on(trained, backbones)
+    _tell_of_negative_transfer(tenant, request.head, name, trained)
     if not control.begin_publishing():
         raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
     return await registry.publish(
-        tenant, request.head, trained, card.name, card.fingerprint,
+        tenant, request.head, trained, name, fingerprint,
         commit_with=None if commit_with is None else functools.partial(commit_with, trained),
     )  # fmt: skip
 
@@ -141,11 +151,16 @@ async def _embed_examples(
     return vectors, RawInputs.join(raw_chunks)
 
 
-def _trained_on(trained: TrainedHead, backbones: list[BackboneCard]) -> BackboneCard:
-    """The backbone the head was trained on: the one asked for, or the one heads chose."""
+def _trained_on(trained: TrainedHead, backbones: list[BackboneCard]) -> tuple[str, str]:
+    """The name and fingerprint of the backbone the head was trained on: the one asked for or
+    the one heads chose; for a fused head, its parts' joined (`heads.fusion`)."""
+    by_name = {card.name: card for card in backbones}
+    if trained.summary.fusion:
+        parts = [by_name[part.backbone] for part in trained.summary.fusion]
+        return fused_name([c.name for c in parts]), fused_name([c.fingerprint for c in parts])
     chosen = [score.backbone for score in trained.summary.backbone_scores if score.chosen]
-    name = chosen[0] if chosen else backbones[0].name
-    return next(card for card in backbones if card.name == name)
+    card = by_name[chosen[0] if chosen else backbones[0].name]
+    return card.name, card.fingerprint
 
 
 def _tell_of_negative_transfer(tenant: str, head: str, backbone: str, trained: TrainedHead) -> None:

@@ -14,8 +14,10 @@ from heads import (
     check_cost,
     estimate_cost,
 )
+from heads.fusion import fused_name, weight_grid
 from heads.training import check_request
-from service.backbones.embedder import Embedder
+from service.backbones.embedder import Embedder, ServedBackbone
+from service.backbones.fused import fused_parts, is_fused
 from service.backbones.inputs import Input
 from service.errors import InvalidArgument
 from service.jobs.model import Target, TrainingRequest
@@ -58,8 +60,9 @@ def validate_training_request(
     CPU work over every example: call it off the event loop (the TrainHead servicer does).
     """
     check_head_name(head)
-    # An unknown backbone is named before anything else; "auto" is resolved with the inputs.
-    named = None if backbone == AUTO_BACKBONE else embedder.get(backbone)
+    # An unknown backbone (or part) is named before anything else; "auto" is resolved with the
+    # inputs.
+    named = _named_backbones(embedder, backbone)
     if not inputs:
         raise InvalidArgument("examples", "at least one example is required")
     if len(inputs) > limits.max_examples_per_job:
@@ -75,13 +78,14 @@ def validate_training_request(
             raise InvalidArgument(f"examples[{index}]", "set only one of label, labels or value")
         checked.append(target)
     check_labels(checked, limits)
-    # Backbone "auto": every served backbone of the inputs' modality embeds them all.
-    candidates = embedder.candidates_for(inputs) if named is None else [named]
+    # Backbone "auto": every served backbone of the inputs' modality embeds them all; a fused
+    # backbone: every part.
+    candidates = embedder.candidates_for(inputs) if named is None else named
     if len(candidates) > 1 and len(inputs) * len(candidates) > limits.max_examples_per_job:
         # Each candidate embeds every example: the job's embedding work is their product.
         raise InvalidArgument(
             "examples",
-            f'{len(inputs)} examples for backbone "auto" are embedded by {len(candidates)} '
+            f"{len(inputs)} examples for backbone {backbone!r} are embedded by {len(candidates)} "
             f"backbones: {len(inputs) * len(candidates)} embeddings exceed the limit of "
             f"{limits.max_examples_per_job} per job; name one backbone, or send at most "
             f"{limits.max_examples_per_job // len(candidates)} examples",
@@ -95,18 +99,32 @@ def validate_training_request(
     except HeadError as error:  # any other refusal of the request by heads is still bad input
         raise InvalidArgument("examples", str(error)) from None
     widths = [candidate.card.dim for candidate in candidates]
+    # The probes that choose: one per candidate of "auto", one per weighting of a fusion (of
+    # the parts, or of every candidate of "auto") on the joined width.
+    fusion_probes = [sum(widths)] * len(weight_grid(len(widths))) if len(widths) > 1 else []
     request = TrainingRequest(
         head=head,
-        backbone=AUTO_BACKBONE if named is None else named.card.name,
+        backbone=AUTO_BACKBONE if named is None else fused_name([c.card.name for c in named]),
         kind=resolved_kind,
         inputs=inputs,
         targets=checked,
         params=dict(params),
         validation_fraction=validation_fraction,
-        embedding_dim=max(widths),
+        # The widest the head can be: a fusion's joined width.
+        embedding_dim=sum(widths) if len(widths) > 1 else widths[0],
     )
-    check_cost_limit(request, limits, widths if named is None else ())
+    probes = (widths if named is None else []) + fusion_probes
+    check_cost_limit(request, limits, probes)
     return request
+
+
+def _named_backbones(embedder: Embedder, backbone: str) -> list[ServedBackbone] | None:
+    """The backbone a request names, a fused backbone's parts, or None for "auto"."""
+    if backbone == AUTO_BACKBONE:
+        return None
+    if is_fused(backbone):
+        return fused_parts(embedder, backbone)
+    return [embedder.get(backbone)]
 
 
 def check_labels(targets: Sequence[Target], limits: TrainingLimits) -> None:

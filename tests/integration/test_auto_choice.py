@@ -63,8 +63,11 @@ def test_backbone_auto_scores_every_text_backbone_and_serves_the_chosen_one(head
     head = heads_stub.GetHead(heads_pb2.GetHeadRequest(head="auto-backbone"))
     scores = list(head.backbone_scores)
     print(", ".join(f"{s.backbone} {s.cv_score:.3f} LogME {s.transferability:.3f}" for s in scores))
-    # Every text backbone, the narrower (cheaper) first; the image backbone is not a candidate.
-    assert [s.backbone for s in scores] == ["all-minilm-l6-v2", "all-mpnet-base-v2"]
+    # Every text backbone, the narrower (cheaper) first, then their fusion; the image backbone
+    # is not a candidate.
+    assert [s.backbone for s in scores] == [
+        "all-minilm-l6-v2", "all-mpnet-base-v2", "all-minilm-l6-v2+all-mpnet-base-v2"
+    ]  # fmt: skip
     (chosen,) = [s for s in scores if s.chosen]
     assert head.backbone == chosen.backbone
     assert all(s.transferability != 0.0 for s in scores)
@@ -107,7 +110,9 @@ def test_both_auto_on_values_choose_among_the_regression_kinds(heads_stub) -> No
     _, head = train_to_success(heads_stub, request)
     assert head.task == "regression"
     assert [s.kind for s in head.kind_scores] == [k.name for k in kinds_for(Task.REGRESSION)]
-    assert [s.backbone for s in head.backbone_scores] == ["all-minilm-l6-v2", "all-mpnet-base-v2"]
+    assert [s.backbone for s in head.backbone_scores] == [
+        "all-minilm-l6-v2", "all-mpnet-base-v2", "all-minilm-l6-v2+all-mpnet-base-v2"
+    ]  # fmt: skip
     assert head.kind == next(s.kind for s in head.kind_scores if s.chosen)
     assert head.transfer.metric == "r2"
 

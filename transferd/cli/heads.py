@@ -209,10 +209,13 @@ def _show(args: argparse.Namespace) -> None:
         "task": head.task,
         "kind": head.kind,
         "backbone": head.backbone,
+        "cost": f"{head.relative_cost:g}x the cheapest backbone's, per input",
         "examples": str(head.num_examples),
         "labels": ", ".join(head.labels) or "-",
         "params": ", ".join(f"{k}={v}" for k, v in sorted(head.params.items())) or "-",
     }
+    if head.fusion_weights:
+        facts["fusion"] = ", ".join(f"{p} x{w:.3f}" for p, w in head.fusion_weights.items())
     for key, fact in facts.items():
         print(f"  {key:<10}{fact}")
     print("validation metrics")

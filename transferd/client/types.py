@@ -101,6 +101,12 @@ class HeadInfo:
     metrics: dict[str, float]
     num_examples: int
     params: dict[str, str] = field(default_factory=dict)
+    # The backbones it embeds with: one, or a fused head's parts (`backbone` joins them by "+").
+    backbones: list[str] = field(default_factory=list)
+    # A fused head's part weights, by part (its `embedding` inputs are the weighted join).
+    fusion_weights: dict[str, float] = field(default_factory=dict)
+    # What one input costs to embed, relative to the cheapest backbone of its modality (1.0).
+    relative_cost: float = 0.0
     # Classification: validation counts, row = true label, column = predicted, in `labels`
     # order; empty for other tasks or without validation examples.
     confusion_matrix: list[list[int]] = field(default_factory=list)
@@ -119,6 +125,9 @@ class HeadInfo:
             metrics=dict(message.metrics),
             num_examples=message.num_examples,
             params=dict(message.params),
+            backbones=list(message.backbones),
+            fusion_weights={part.backbone: part.weight for part in message.fusion},
+            relative_cost=message.relative_cost,
             confusion_matrix=[counts[row * n : (row + 1) * n] for row in range(n)]
             if n and len(counts) == n * n
             else [],

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from service.api.oip.signatures import Signature, backbone_signature, head_signature
 from service.backbones.embedder import Embedder, ServedBackbone
+from service.backbones.fused import HeadBackbones, head_backbones
 from service.errors import FailedPrecondition, InvalidArgument, NotFound, shown
-from service.predictor import served_backbone_of
 from service.store.registry import HEAD_NAME, HeadRegistry, StoredHead
 
 #: A backbone has one version: the export the server serves.
@@ -45,13 +45,13 @@ class HeadModel:
     Attributes:
         card: The version's card.
         asked_version: The version the request named (0: the latest).
-        backbone: The backbone that embeds its inputs; None when it cannot (not served, or
-            exported again since the head was trained).
+        backbones: The backbone (or a fused head's parts) that embeds its inputs; None when it
+            cannot (not served, or exported again since the head was trained).
     """
 
     card: StoredHead
     asked_version: int
-    backbone: ServedBackbone | None
+    backbones: HeadBackbones | None
     signature: Signature
 
     @property
@@ -59,11 +59,7 @@ class HeadModel:
         return self.card.name
 
     def is_ready(self) -> bool:
-        return (
-            self.backbone is not None
-            and self.backbone.runtime.is_ready()
-            and self.card.damage is None
-        )
+        return self.backbones is not None and self.backbones.is_ready() and self.card.damage is None
 
 
 Model = BackboneModel | HeadModel
@@ -112,9 +108,9 @@ class Models:
             card = await self._registry.get(tenant, name, number)
         except NotFound:
             raise _not_found(name, number) from None
-        backbone = self._backbone_of(card)
-        modality = backbone.card.modality if backbone is not None else None
-        return HeadModel(card, number, backbone, head_signature(card, modality))
+        backbones = self._backbones_of(card)
+        modality = backbones.modality if backbones is not None else None
+        return HeadModel(card, number, backbones, head_signature(card, modality))
 
     async def versions(self, tenant: str, model: Model) -> list[str]:
         """The versions of the model a request may name."""
@@ -122,9 +118,9 @@ class Models:
             return [BACKBONE_VERSION]
         return [str(number) for number in await self._registry.versions(tenant, model.name)]
 
-    def _backbone_of(self, card: StoredHead) -> ServedBackbone | None:
+    def _backbones_of(self, card: StoredHead) -> HeadBackbones | None:
         try:
-            return served_backbone_of(self._embedder, card)
+            return head_backbones(self._embedder, card)
         except FailedPrecondition:
             return None
 

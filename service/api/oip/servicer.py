@@ -20,8 +20,9 @@ from service.api.oip.models import BACKBONE_VERSION, BackboneModel, HeadModel, M
 from service.api.oip.outputs import embedding_outputs, head_outputs
 from service.api.oip.tensors import decode_input, infer_response, requested_outputs
 from service.backbones.embedder import Embedder
+from service.backbones.fused import head_backbones
 from service.errors import InvalidArgument
-from service.predictor import Predictor, served_backbone_of
+from service.predictor import Predictor
 from service.reply_size import MAX_REQUEST_ID_BYTES, check_tensor_reply
 from service.store.registry import HeadRegistry
 from service.tenancy.principal import current_tenant
@@ -96,7 +97,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         outputs = requested_outputs(request, model.signature, model.name)
         if isinstance(model, HeadModel):
             # Before decoding: a head whose backbone cannot serve it is refused as in Predict.
-            served_backbone_of(self._embedder, model.card)
+            head_backbones(self._embedder, model.card)
         large = request.ByteSize() > OFF_LOOP_REQUEST_BYTES
         name, inputs = await off_loop_if(
             large,

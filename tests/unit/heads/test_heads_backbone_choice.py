@@ -39,7 +39,8 @@ def test_the_backbone_whose_probe_scores_best_is_chosen_and_every_one_recorded()
     targets = encode_targets(class_targets(y))
     candidates = {"weak": _features(y, 0.3, 64, 2), "strong": _features(y, 3.0, 128, 3)}
     seen: list[float] = []
-    chosen, scores = choose_backbone(candidates, targets, seen.append)
+    choice = choose_backbone(candidates, targets, seen.append)
+    chosen, scores = choice.name, choice.scores
     assert chosen == "strong" and seen == pytest.approx([0.5, 1.0])
     assert [s.backbone for s in scores] == ["weak", "strong"]
     assert [s.chosen for s in scores] == [False, True]
@@ -49,7 +50,8 @@ def test_the_backbone_whose_probe_scores_best_is_chosen_and_every_one_recorded()
 
 def test_a_full_tie_goes_to_the_first_backbone() -> None:
     x, y = blobs(40, 2, noise=0.05)
-    chosen, scores = choose_backbone({"a": x, "b": x.copy()}, encode_targets(class_targets(y)))
+    choice = choose_backbone({"a": x, "b": x.copy()}, encode_targets(class_targets(y)))
+    chosen, scores = choice.name, choice.scores
     assert chosen == "a" and scores[0].cv_score == scores[1].cv_score == 1.0
 
 
