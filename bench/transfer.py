@@ -10,7 +10,10 @@ Contenders, on the same parts in the same run:
     `LogisticRegression()` with its defaults (what a customer's own script does);
   * auto: a real `transferd serve`, TrainHead with backbone "auto" and kind "auto", then Predict;
   * baseline: the head's from-scratch baseline (heads.transfer: TF-IDF of words and characters,
-    then ridge) fitted on the training part.
+    then ridge) fitted on the training part;
+  * served heads (topic task): a head on each text backbone and one on the two fused
+    (`all-minilm-l6-v2+all-mpnet-base-v2`), each with its held-out accuracy, its relative cost
+    (GetHead) and the p50 of single-text Predict calls against MiniLM's.
 Each prints its held-out accuracy and its time (embedding, fitting and predicting; the server's
 from TrainHead to SUCCEEDED plus Predict). The last line is `ratio X`, X = the auto head's
 accuracy on the topic task / the best hand-made one's (target: at least 1).
@@ -126,6 +129,47 @@ def served_auto(
     return float(np.mean(right)), elapsed, stub.GetHead(heads_pb2.GetHeadRequest(head=head))
 
 
+LATENCY_SAMPLES = 60  # single-text Predict calls timed per head
+
+
+def served_heads(
+    stub: heads_pb2_grpc.HeadServiceStub, train: Pairs, test: Pairs, backbones: list[str]
+) -> None:
+    """A head on each backbone (kind default), the fused one included: held-out accuracy, its
+    relative cost, and the p50 of single-text Predict calls (the cache is off in this run)."""
+    p50s = {}
+    for index, backbone in enumerate(backbones):
+        head = f"on-{index}"
+        job = stub.TrainHead(
+            heads_pb2.TrainHeadRequest(
+                head=head, backbone=backbone,
+                examples=[
+                    heads_pb2.Example(input=common_pb2.Input(text=t), label=label)
+                    for t, label in train
+                ],
+            )
+        )  # fmt: skip
+        final = list(stub.WatchJob(heads_pb2.WatchJobRequest(job_id=job.job_id), timeout=1800))
+        if final[-1].state != heads_pb2.JOB_STATE_SUCCEEDED:
+            raise SystemExit(f"the {backbone} head ended {final[-1].state}: {final[-1].error}")
+        reply = stub.Predict(
+            heads_pb2.PredictRequest(head=head, inputs=[common_pb2.Input(text=t) for t, _ in test])
+        )
+        right = [p.label == label for p, (_, label) in zip(reply.predictions, test, strict=True)]
+        seconds = []
+        for text, _ in test[:LATENCY_SAMPLES]:
+            started = time.perf_counter()
+            stub.Predict(heads_pb2.PredictRequest(head=head, inputs=[common_pb2.Input(text=text)]))
+            seconds.append(time.perf_counter() - started)
+        p50s[backbone] = float(np.median(seconds))
+        cost = stub.GetHead(heads_pb2.GetHeadRequest(head=head)).relative_cost
+        print(
+            f"  head on {backbone:38s} accuracy {np.mean(right):.3f}  relative cost {cost:5.2f}"
+            f"  Predict p50 {p50s[backbone] * 1000:6.1f} ms ({p50s[backbone] / p50s[backbones[0]]:.2f}x"
+            f" {backbones[0]}'s)"
+        )
+
+
 def _row(name: str, accuracy: float, seconds: float, note: str = "") -> None:
     print(f"  {name:34s} accuracy {accuracy:.3f}  {seconds:7.2f} s  {note}")
 
@@ -147,7 +191,9 @@ def run_task(
     auto, seconds, head = served_auto(stub, title, train, test)
     report = head.transfer
     flag = f"negative transfer: {report.negative_transfer}" if head.HasField("transfer") else ""
-    _row("served, backbone+kind auto", auto, seconds, f"chose {head.backbone} / {head.kind}; {flag}")
+    _row(
+        "served, backbone+kind auto", auto, seconds, f"chose {head.backbone} / {head.kind}; {flag}"
+    )
     for score in head.backbone_scores:
         print(
             f"    backbone {score.backbone}: probe {score.cv_score:.3f} ± {score.cv_std:.3f}, "
@@ -159,6 +205,8 @@ def run_task(
     )
     accuracy, seconds, name = baseline(train, test)
     _row(f"baseline {name}", accuracy, seconds)
+    if title == "topics":
+        served_heads(stub, train, test, [*folders, "+".join(folders)])
     return auto, max(hand.values())
 
 
@@ -179,6 +227,8 @@ def main() -> None:
         "TRANSFERD_MODEL_REPO": str(args.model_repo.resolve()),
         "TRANSFERD_DATA_DIR": str(work / "data"),
         "TRANSFERD_LOG_LEVEL": "WARNING",
+        # Every head embeds its texts anew: timings and Predict costs without the cache's help.
+        "TRANSFERD_EMBEDDING_CACHE_MB": "0",
     }
     with (
         text_backbones() as folders,
