@@ -4,7 +4,8 @@ Different pretrained backbones capture different things; a linear head on their 
 by side (each part times a weight) often beats the best of them alone, at the sum of their
 serving costs. The weights are chosen by a cross-validated probe on the training part, on the
 same folds as every other choice (`heads.kind_choice.folds`), from a small grid of relative
-weights that includes equal ones. Each candidate is scaled so that its squared weights add up to
+weights that includes equal ones, which are kept unless another weighting beats them by more than
+one standard error of the folds. Each candidate is scaled so that its squared weights add up to
 1: the join of unit-length parts is unit-length too, like a single backbone's embedding, so the
 probe's fixed regularisation compares relative weightings, not overall scales.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from heads.kind_choice import within_noise
 from heads.stopping import checkpoint
 
 #: Joins part names into a fused backbone's name: "all-minilm-l6-v2+all-mpnet-base-v2".
@@ -87,8 +89,7 @@ def _scaled(relative: tuple[float, ...]) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class WeightChoice:
-    """The chosen weights and their probe's fold scores (for the comparison with single
-    backbones under backbone "auto")."""
+    """A weighting and its probe's fold scores."""
 
     weights: tuple[float, ...]
     fold_scores: np.ndarray
@@ -99,20 +100,21 @@ def choose_weights(
     score_folds: FoldScorer,
     progress: Callable[[float], None] | None = None,
 ) -> WeightChoice:
-    """Probes every weighting of the grid on the same folds; the best mean score wins, equal
-    weights on a tie (they come first)."""
+    """Probes every weighting of the grid on the same folds. Equal weights, the default, are
+    kept unless the best beats them by more than the noise of the folds (the one-standard-error
+    rule of every choice here); else the best mean wins."""
     grid = weight_grid(len(parts))
-    best: WeightChoice | None = None
+    choices: list[WeightChoice] = []
     for done, weights in enumerate(grid):
         checkpoint()  # between candidates: a cancelled job stops within one
-        scores = score_folds(fuse(parts, weights))
-        mean = float(scores.mean()) if len(scores) else 0.0
-        if best is None or mean > float(best.fold_scores.mean() if len(best.fold_scores) else 0):
-            best = WeightChoice(weights, scores)
+        choices.append(WeightChoice(weights, score_folds(fuse(parts, weights))))
         if progress is not None:
             progress((done + 1) / len(grid))
-    assert best is not None
-    return best
+    equal = choices[0]  # the grid starts with equal weights
+    if not all(len(choice.fold_scores) for choice in choices):
+        return equal  # too few examples to fold: nothing to tell the weightings apart
+    best = max(choices, key=lambda choice: float(choice.fold_scores.mean()))
+    return equal if within_noise(best.fold_scores, equal.fold_scores) else best
 
 
 def fused_parts(
