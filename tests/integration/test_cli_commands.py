@@ -7,10 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +15,9 @@ import tritonclient.grpc as triton
 from PIL import Image
 
 from devtools.launcher import ServerProcess, free_port
+from tests.integration.cli_runner import Run, transferd
 from tests.integration.conftest import labelled, topics
 from transferd.client import Client
-
-TRANSFERD = str(Path(sys.executable).with_name("transferd"))
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.out.splitlines()]
-
-
-def transferd(*args: str | Path, url: str, key: str | None = None, timeout: float = 300) -> Run:
-    """Runs the console script with a clean environment: only what is passed counts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERD_")}
-    env["TRANSFERD_URL"] = url
-    if key is not None:
-        env["TRANSFERD_API_KEY"] = key
-    done = subprocess.run(
-        [TRANSFERD, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def _one_line_error(run: Run) -> str:

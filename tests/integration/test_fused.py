@@ -22,6 +22,7 @@ from service.backbones.card import CARD_FILE, model_path, sha256_of_file
 from service.export import mpnet
 from service.export.corpus import all_labelled_texts
 from tests.conftest import BACKBONE
+from tests.integration.cli_runner import transferd
 from tests.integration.conftest import (
     labelled,
     start_server,
@@ -134,6 +135,11 @@ def test_a_fused_head_trains_predicts_survives_a_restart_and_binds_each_part(
         tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
         result = client.infer("fused", [tensor], headers={"authorization": f"Bearer {key}"})
         assert [label.decode() for label in result.as_numpy("LABEL")] == labels
+        # So does the command line.
+        run = transferd("predict", "fused", "--text", *texts, "--json", url=server.address, key=key)
+        assert [p["label"] for p in run.json_lines()] == labels
+        shown = transferd("heads", "show", "fused", url=server.address, key=key)
+        assert f"{BACKBONE} x" in shown.out and "cost" in shown.out
 
         server.stop()
         server.start()
