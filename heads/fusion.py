@@ -55,12 +55,9 @@ class Fused:
 
     parts: Mapping[str, np.ndarray]
 
-    @property
-    def name(self) -> str:
-        return SEPARATOR.join(self.parts)
-
 
 def fused_name(parts: Sequence[str]) -> str:
+    """A fused backbone's name (or fingerprint) from its parts'."""
     return SEPARATOR.join(parts)
 
 
@@ -117,9 +114,10 @@ def choose_weights(
     return equal if within_noise(best.fold_scores, equal.fold_scores) else best
 
 
-def fused_parts(
+def describe_parts(
     names: Sequence[str], parts: Sequence[np.ndarray], weights: Sequence[float]
 ) -> list[FusedPart]:
+    """What the card records of each part: its name, width and weight."""
     return [
         FusedPart(backbone=name, dim=int(x.shape[1]), weight=float(w))
         for name, x, w in zip(names, parts, weights, strict=True)

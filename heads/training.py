@@ -23,7 +23,7 @@ import numpy as np
 from heads.backbone_choice import BackboneScore, choose_backbone, weight_probe_scores
 from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
-from heads.fusion import Fused, FusedPart, choose_weights, fuse, fused_parts
+from heads.fusion import Fused, FusedPart, choose_weights, fuse, describe_parts
 from heads.kind_choice import AUTO_KIND, KindScore, choose_kind, folds
 from heads.kinds import HeadKind, get_kind
 from heads.metrics import confusion_matrix, evaluate
@@ -263,7 +263,7 @@ def _train(
             )
             backbone_scores = choice.scores
             if choice.weights:
-                fusion = fused_parts(list(candidates), list(candidates.values()), choice.weights)
+                fusion = describe_parts(list(candidates), list(candidates.values()), choice.weights)
                 x = fuse(list(candidates.values()), choice.weights)
             else:
                 x = candidates[choice.name]
@@ -277,7 +277,7 @@ def _train(
                 lambda fused_x: weight_probe_scores(fused_x, encoded.subset(train), splits),
                 lambda done: report("choosing weights", 0.01 + 0.2 * done),
             ).weights
-            fusion = fused_parts(list(fused), parts, weights)
+            fusion = describe_parts(list(fused), parts, weights)
             x = fuse(parts, weights)
             fit_at = 0.25
         if head_kind is None:  # "auto": every candidate on the same folds of the training part
