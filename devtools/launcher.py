@@ -30,11 +30,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def health_status(address: str, service: str = "", timeout: float = 1.0) -> int | None:
+def channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel to a test server: plaintext, or TLS with `credentials`."""
+    if credentials is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, credentials)
+
+
+def health_status(
+    address: str,
+    service: str = "",
+    timeout: float = 1.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int | None:
     """The server's health status for `service`, or None when it does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    with channel(address, credentials) as health_channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(health_channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError:
@@ -51,6 +63,7 @@ class ServerProcess:
         ready_timeout: Seconds to wait for SERVING.
         source: The source tree whose `service` package runs (None: this checkout's); an
             earlier release's, to test upgrades.
+        credentials: How the launcher's own calls (health, tenants) reach a TLS server.
     """
 
     def __init__(
@@ -59,7 +72,9 @@ class ServerProcess:
         log_file: Path,
         ready_timeout: float = 120.0,
         source: Path | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self.credentials = credentials
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
@@ -97,7 +112,8 @@ class ServerProcess:
                 raise RuntimeError(
                     f"server exited with {self.process.returncode}; see {self._log_file}"
                 )
-            if health_status(self.address) == health_pb2.HealthCheckResponse.SERVING:
+            status = health_status(self.address, credentials=self.credentials)
+            if status == health_pb2.HealthCheckResponse.SERVING:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"server not SERVING after {self._ready_timeout}s; see {self._log_file}")
@@ -116,8 +132,8 @@ class ServerProcess:
 
     def create_tenant_key(self, tenant: str) -> str:
         """Creates `tenant` (if new) with the admin key and returns a new API key secret for it."""
-        with grpc.insecure_channel(self.address) as channel:
-            stub = tenants_pb2_grpc.TenantServiceStub(channel)
+        with channel(self.address, self.credentials) as admin_channel:
+            stub = tenants_pb2_grpc.TenantServiceStub(admin_channel)
             admin = bearer(self.admin_key)
             try:
                 stub.CreateTenant(tenants_pb2.CreateTenantRequest(tenant=tenant), metadata=admin)

@@ -144,7 +144,9 @@ def _export_defaults(args: argparse.Namespace, settings: Settings) -> None:
         sys.exit(f"transferd: export failed: {error}")
     for outcome in outcomes:
         state = "exported" if outcome.written else "up to date"
-        print(f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})")
+        print(
+            f"{outcome.name}: {state} in {outcome.folder} (fingerprint {outcome.card.fingerprint})"
+        )
 
 
 def _export_int8(args: argparse.Namespace, settings: Settings) -> None:
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     _configure_logging(settings.log_level)
+    from service.api.tls import TlsSettingsError
     from service.backbones.repository import ModelRepositoryError
     from service.backbones.runtimes.base import BackboneLoadError
     from service.errors import Unavailable
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         BackboneLoadError,
         NotImplementedError,
         MetricsPortError,
+        TlsSettingsError,
         Unavailable,
     ) as error:  # a PostgreSQL unreachable at start-up is Unavailable
         sys.exit(f"transferd: cannot serve: {error}")

@@ -90,6 +90,17 @@ class Settings(BaseSettings):
         "and its reason are logged per backbone.",
     )
 
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain of the gRPC port; with tls_key_file, TLS on (re-read "
+        "when the file changes).",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates: clients must present a certificate one of them signed "
+        "(mTLS). Needs tls_cert_file and tls_key_file.",
+    )
     admin_key: SecretStr | None = Field(
         None, description="Secret of the admin key, the only key that may call TenantService."
     )
@@ -323,6 +334,17 @@ class Settings(BaseSettings):
             raise ValueError("metrics_port and grpc_port must differ")
         if self.max_batch_tokens < self.max_batch_size:
             raise ValueError("max_batch_tokens must be at least max_batch_size")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(f"{given} is set but {missing} is not: TLS needs both")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file needs tls_cert_file and tls_key_file (mTLS is TLS)"
+            )
         return self
 
     def effective_threads(self, configured: int) -> int:

@@ -13,6 +13,7 @@ from service import metrics
 from service.api.decoding import RequestDecoder
 from service.api.grpc_server import GrpcServer
 from service.api.request_limits import SMALL, largest_input_bytes, method_limits
+from service.api.tls import TlsFiles
 from service.backbones.embedder import Embedder
 from service.backbones.embedding_cache import EmbeddingCache
 from service.backbones.inputs import InputLimits
@@ -36,6 +37,14 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Read first: an unreadable certificate stops start-up before any model is loaded.
+        self._tls = (
+            None
+            if settings.tls_cert_file is None or settings.tls_key_file is None
+            else TlsFiles(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            )
+        )
         self._preprocess = ThreadPoolExecutor(
             max_workers=settings.effective_threads(settings.preprocess_threads),
             thread_name_prefix="preprocess",
@@ -120,7 +129,7 @@ class Server:
         self._grpc = GrpcServer(
             f"{settings.grpc_host}:{settings.grpc_port}",
             self.embedder, self.jobs, self.registry, predictor, self.directory,
-            decoder, self._transport_pool, settings.max_response_bytes, self._ready,
+            decoder, self._transport_pool, settings.max_response_bytes, self._ready, self._tls,
         )  # fmt: skip
         self.port = self._grpc.port
 

@@ -7,6 +7,8 @@ The only place that knows the generated service stubs besides the servicers them
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -22,6 +24,7 @@ from service.api.oip.servicer import InferenceServicer
 from service.api.readiness import HealthFollower
 from service.api.reflection import served_pool
 from service.api.tenants import TenantServicer
+from service.api.tls import TlsFiles
 from service.backbones.embedder import Embedder
 from service.jobs.manager import JobManager
 from service.predictor import Predictor
@@ -54,6 +57,8 @@ SERVED_FILES = (
     reflection_pb2.DESCRIPTOR,
 )
 
+log = logging.getLogger(__name__)
+
 
 class GrpcServer:
     """transferd's services on one gRPC port, with health following the server's readiness.
@@ -64,6 +69,7 @@ class GrpcServer:
         transport: The pool that decodes large requests and encodes large replies.
         max_send_bytes: The largest reply.
         is_ready: Whether the server can serve now (health follows it after `follow_readiness`).
+        tls: The port's certificates (None: plaintext).
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class GrpcServer:
         transport: Executor,
         max_send_bytes: int,
         is_ready: Callable[[], bool],
+        tls: TlsFiles | None = None,
     ) -> None:
         self._server = grpc.aio.server(
             interceptors=[GatewayInterceptor(directory, decoder, transport)],
@@ -112,7 +119,19 @@ class GrpcServer:
         # After start-up, health follows the backbones (a Triton backbone goes down and back)
         # and the database file (removed or replaced: NOT_SERVING until a restart).
         self._follower = HealthFollower(is_ready, self.set_serving, self._health)
-        self.port = self._server.add_insecure_port(address)
+        if tls is not None:
+            self.port = self._server.add_secure_port(address, tls.credentials())
+            log.info(
+                "gRPC on %s with TLS%s", address, " and client certificates" if tls.mutual else ""
+            )
+        else:
+            self.port = self._server.add_insecure_port(address)
+            if not _is_loopback(address):
+                log.warning(
+                    "gRPC on %s in plaintext: API keys cross the network readable; set "
+                    "TRANSFERD_TLS_CERT_FILE and TRANSFERD_TLS_KEY_FILE (README: TLS)",
+                    address,
+                )
 
     async def set_serving(self, serving: bool) -> None:
         """Sets the health of the server and of each service."""
@@ -139,3 +158,14 @@ class GrpcServer:
     async def stop(self, grace_s: float) -> None:
         """Stops accepting RPCs and gives those in flight `grace_s` to finish."""
         await self._server.stop(grace_s)
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether host:port binds the loopback interface only."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -52,6 +52,13 @@ def connection_flags() -> argparse.ArgumentParser:
         metavar="PEM",
         help="TLS, trusting this CA's certificates (a private CA); implies --tls",
     )
+    group.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        metavar="PEM",
+        help="this client's certificate chain, for a server that asks for one (mTLS); implies --tls",
+    )
+    group.add_argument("--tls-key-file", type=Path, metavar="PEM", help="its private key")
     group.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     group.add_argument(
         "--timeout", type=float, default=60.0, metavar="S", help="deadline of each call (60)"
@@ -71,16 +78,26 @@ def api_key(args: argparse.Namespace, admin: bool = False) -> str:
     return key
 
 
+def _read(flag: str, path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CliError(f"{flag} {path}: {error.strerror}", EXIT_USAGE) from None
+
+
 def _tls(args: argparse.Namespace) -> bool | grpc.ChannelCredentials:
-    if args.tls_ca_file is not None:
-        try:
-            roots = args.tls_ca_file.read_bytes()
-        except OSError as error:
-            raise CliError(
-                f"--tls-ca-file {args.tls_ca_file}: {error.strerror}", EXIT_USAGE
-            ) from None
-        return grpc.ssl_channel_credentials(root_certificates=roots)
-    return bool(args.tls)
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise CliError("--tls-cert-file and --tls-key-file go together", EXIT_USAGE)
+    roots = _read("--tls-ca-file", args.tls_ca_file)
+    chain = _read("--tls-cert-file", args.tls_cert_file)
+    key = _read("--tls-key-file", args.tls_key_file)
+    if roots is None and chain is None:
+        return bool(args.tls)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=chain
+    )
 
 
 @contextmanager
