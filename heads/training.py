@@ -23,7 +23,7 @@ import numpy as np
 from heads.backbone_choice import BackboneScore, choose_backbone, weight_probe_scores
 from heads.card import HeadCard, TrainingSummary, data_hash, iso_utc, utc_now
 from heads.errors import InvalidParams, InvalidTrainingData
-from heads.fusion import Fused, FusedPart, choose_weights, fuse, describe_parts
+from heads.fusion import Fused, FusedPart, choose_weights, describe_parts, fuse
 from heads.kind_choice import AUTO_KIND, KindScore, choose_kind, folds
 from heads.kinds import HeadKind, get_kind
 from heads.metrics import confusion_matrix, evaluate
