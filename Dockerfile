@@ -98,8 +98,9 @@ ENV TRANSFERD_MODEL_REPO=/models \
 WORKDIR /data
 USER 10001:10001
 EXPOSE 50051 9464
-# gRPC health, as Kubernetes' grpc probe asks it: healthy only while the server says SERVING.
+# Readiness on the metrics port (plain HTTP, whether or not gRPC has TLS), as deploy/'s probes
+# ask it: healthy only while the server says SERVING (a 503 or no answer raises: exit 1).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; port = os.environ.get('TRANSFERD_GRPC_PORT', '50051'); reply = g.HealthStub(grpc.insecure_channel(f'127.0.0.1:{port}')).Check(h.HealthCheckRequest(), timeout=3); sys.exit(reply.status != h.HealthCheckResponse.SERVING)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('TRANSFERD_METRICS_PORT', '9464'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=3).status != 200)"]
 ENTRYPOINT ["transferd"]
 CMD ["serve"]

@@ -99,7 +99,7 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yamllint --strict deploy
-	$(BIN)/kubernetes-validate --strict --quiet $(filter-out deploy/kustomization.yaml,$(wildcard deploy/*.yaml))
+	$(BIN)/kubernetes-validate --strict --quiet $(filter-out deploy/kustomization.yaml,$(wildcard deploy/*.yaml)) $(wildcard deploy/*/secret.yaml)
 
 clean:
 	rm -rf $(VENV) $(STAMPS) transferd/v1/*_pb2* transferd/oip/*_pb2* build/triton $(TRITON_PYTHON_ENV)

@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     _configure_logging(settings.log_level)
+    from service import audit
+
+    audit.configure()  # its JSON lines, bare, on the same stream as the log
     from service.api.tls import TlsSettingsError
     from service.backbones.repository import ModelRepositoryError
     from service.backbones.runtimes.base import BackboneLoadError

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     max_heads_per_tenant: int = Field(
         1000, ge=1, description="Most heads (names with a live version) one tenant may store."
     )
+    max_keys_per_tenant: int = Field(
+        20,
+        ge=1,
+        description="Most live API keys (neither revoked nor expired) one tenant may hold; "
+        "CreateApiKey past it is RESOURCE_EXHAUSTED.",
+    )
     max_versions_per_head: int = Field(
         100, ge=1, description="Most live (not deleted) versions one head may have."
     )
@@ -151,6 +157,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest stored training request (the examples, compressed), in MiB; larger "
         "is refused with RESOURCE_EXHAUSTED.",
+    )
+    job_payload_retention_s: float = Field(
+        0.0,
+        ge=0,
+        description="How long, in seconds, an ended job keeps its stored request (the examples) "
+        "in the database; 0 drops it when the job ends. Swept every half of it (0.5 s to 60 s).",
     )
     job_timeout_s: float = Field(
         1800.0,

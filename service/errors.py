@@ -35,7 +35,12 @@ class AlreadyExists(TransferdError):
 
 
 class Unauthenticated(TransferdError):
-    """No key, a forged key or a revoked key."""
+    """No key, a forged, revoked or expired key. `reason` is for the audit log and metrics only:
+    the client gets one message for all, so that it learns nothing about which keys exist."""
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PermissionDenied(TransferdError):

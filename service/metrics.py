@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 # Geometric latency buckets: 0.5 ms .. ~9 min, doubling (training jobs take seconds to minutes).
 LATENCY_BUCKETS = tuple(0.0005 * 2**i for i in range(21))
@@ -17,6 +17,17 @@ REQUEST_LATENCY = Histogram(
     "RPC latency from the first byte to the reply, by method.",
     ["method"],
     buckets=LATENCY_BUCKETS,
+)
+AUTH_REFUSED = Counter(
+    "transferd_auth_refused",
+    "Calls refused for their API key, by reason: missing (or not 'Bearer <key>'), unknown "
+    "(never issued, forged, or its tenant deleted), revoked, expired.",
+    ["reason"],
+)
+AUDIT_LINES_SUPPRESSED = Counter(
+    "transferd_audit_lines_suppressed",
+    "Audit lines of refused authentications not written because their peer was over its rate "
+    "(each peer's count is written once its window ends).",
 )
 EMBEDDED_INPUTS = Counter(
     "transferd_embedded_inputs",
@@ -119,21 +130,5 @@ BACKBONE_READY = Gauge(
 
 
 class MetricsPortError(RuntimeError):
-    """The metrics port cannot be bound (another replica on this host holds it, most often)."""
-
-
-def start_metrics_server(port: int, host: str) -> None:
-    """Serves /metrics on its own port (0 disables it).
-
-    Raises:
-        MetricsPortError: the port is taken or not allowed.
-    """
-    if not port:
-        return
-    try:
-        start_http_server(port, addr=host)
-    except OSError as error:
-        raise MetricsPortError(
-            f"cannot serve metrics on {host}:{port} ({error.strerror or error}); give each "
-            "replica on this host its own TRANSFERD_METRICS_PORT (0 turns metrics off)"
-        ) from None
+    """The metrics port cannot be bound (another replica on this host holds it, most often); the
+    port itself is served by `service.metrics_port`."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from heads import Prediction
+from heads import HeadCard, Prediction
+from service import tracing
 from service.backbones.embedder import Embedder
 from service.backbones.fused import head_backbones
 from service.backbones.inputs import EmbeddingInput, Input, check_count
@@ -105,10 +106,25 @@ class Predictor:
                 wheres=[f"{field}[{i}]" for i in to_embed],
                 tenant=tenant,
             )
-        predictions = await asyncio.get_running_loop().run_in_executor(
-            self._executor, loaded.predict, rows, top_k
-        )
+        with tracing.span("head.predict", _head_attributes(card, len(inputs))):
+            predictions = await asyncio.get_running_loop().run_in_executor(
+                self._executor, loaded.predict, rows, top_k
+            )
         return PredictResult(card.name, card.version, predictions)
+
+
+def _head_attributes(card: HeadCard, inputs: int) -> tracing.Attributes:
+    """What the head.predict span says of the head: its name, version, kind and backbone, and
+    the number of inputs (never them, nor the labels)."""
+    if not tracing.enabled():
+        return {}
+    return {
+        "transferd.head": card.name,
+        "transferd.head_version": card.version,
+        "transferd.head_kind": card.kind,
+        "transferd.backbone": card.backbone,
+        "transferd.inputs": inputs,
+    }
 
 
 def _checked_embedding(item: EmbeddingInput, dim: int, where: str) -> np.ndarray:

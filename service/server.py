@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from service import metrics
+from service import tracing
 from service.api.decoding import RequestDecoder
 from service.api.grpc_server import GrpcServer
 from service.api.request_limits import SMALL, largest_input_bytes, method_limits
@@ -21,12 +22,14 @@ from service.backbones.loader import build_backbones
 from service.config import Settings
 from service.jobs.manager import JobLimits, JobManager
 from service.jobs.validation import TrainingLimits
+from service.metrics_port import Health, MetricsPort, start_metrics_port
 from service.predictor import Predictor
 from service.store.changes import ChangeFeed
 from service.store.database import Database
 from service.store.head_files import HeadFiles
 from service.store.recovery import StoreNeedsRepair, check_before_open
 from service.store.registry import HeadQuotas, HeadRegistry
+from service.tenancy.deletion import TenantRemover
 from service.tenancy.directory import TenantDirectory
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,9 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Traces when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (service/tracing), before
+        # anything makes a span; otherwise nothing of OpenTelemetry is imported.
+        self._tracing = tracing.start_from_env(os.environ)
         # Read first: an unreadable certificate stops start-up before any model is loaded.
         self._tls = (
             None
@@ -84,7 +90,9 @@ class Server:
             )
         # Heads published or deleted and keys revoked, here and on every other replica.
         self.changes = ChangeFeed(self.db, settings.change_poll_s)
-        self.directory = TenantDirectory(self.db, admin, self.changes)
+        self.directory = TenantDirectory(
+            self.db, admin, self.changes, max_keys_per_tenant=settings.max_keys_per_tenant
+        )
         self.registry = HeadRegistry(
             self.db, HeadFiles(settings.data_dir), settings.head_cache_size, self._heads_pool,
             cache_bytes=int(settings.head_cache_mb * 1024 * 1024),
@@ -107,6 +115,7 @@ class Server:
                 lease_s=settings.job_lease_s,
                 max_attempts=settings.job_max_attempts,
                 max_payload_bytes=int(settings.max_job_payload_mb * 2**20),
+                payload_retention_s=settings.job_payload_retention_s,
                 training=TrainingLimits(
                     max_examples_per_job=settings.max_examples_per_job,
                     max_label_bytes=settings.max_label_bytes,
@@ -130,8 +139,10 @@ class Server:
             f"{settings.grpc_host}:{settings.grpc_port}",
             self.embedder, self.jobs, self.registry, predictor, self.directory,
             decoder, self._transport_pool, settings.max_response_bytes, self._ready, self._tls,
+            remover=TenantRemover(self.db, self.changes, self.jobs, self.registry),
         )  # fmt: skip
         self.port = self._grpc.port
+        self._metrics_port: MetricsPort | None = None
 
     def _ready(self) -> bool:
         """Every backbone can serve, and the database file is still the one opened (SQLite).
@@ -149,10 +160,15 @@ class Server:
 
     async def listen(self) -> None:
         """Accepts connections; health answers NOT_SERVING until `load` is done."""
-        # Metrics first: a port another replica holds stops start-up before gRPC listens.
-        metrics.start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
+        # Metrics first: a port another replica holds stops start-up before gRPC listens. It
+        # answers health over plain HTTP too (/readyz, /livez), for probes that speak no TLS.
+        health = Health(lambda: self._grpc.serving, asyncio.get_running_loop())
+        self._metrics_port = start_metrics_port(
+            self.settings.metrics_port, self.settings.grpc_host, health
+        )
         await self._grpc.set_serving(False)
         await self.changes.start()
+        self.directory.usage.start()
         await self._grpc.start()
         log.info("gRPC listening on %s:%d; loading backbones", self.settings.grpc_host, self.port)
 
@@ -180,12 +196,18 @@ class Server:
         stopping = asyncio.ensure_future(self._grpc.stop(self.settings.shutdown_grace_s))
         await self.jobs.close()
         await stopping
+        await self.directory.usage.stop()
         await self.changes.stop()
         await self.embedder.close()
         for pool in (self._preprocess, self._heads_pool, self._training_pool, self._transport_pool):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
         self.db.close()
+        if self._metrics_port is not None:  # last: probes see the drain to its end
+            await asyncio.to_thread(self._metrics_port.close)
+            self._metrics_port = None
+        if self._tracing:  # the spans still buffered, those of the drain included
+            await asyncio.to_thread(tracing.shutdown)
         log.info("stopped")
 
 

@@ -11,6 +11,7 @@ import grpc
 
 from service.errors import Unauthenticated
 from service.tenancy.directory import TenantDirectory
+from service.tenancy.keys import key_id_of
 from service.tenancy.principal import Principal
 
 # Prefixes of full method names: whole services, or single methods.
@@ -32,8 +33,20 @@ def bearer_secret(context: grpc.aio.ServicerContext) -> str:
             scheme, _, secret = str(value).partition(" ")
             if scheme.lower() == "bearer" and secret.strip():
                 return secret.strip()
-            raise Unauthenticated("authorization metadata must be 'Bearer <API key>'")
-    raise Unauthenticated("missing 'authorization: Bearer <API key>' metadata")
+            raise Unauthenticated(
+                "authorization metadata must be 'Bearer <API key>'", reason="missing"
+            )
+    raise Unauthenticated("missing 'authorization: Bearer <API key>' metadata", reason="missing")
+
+
+def claimed_key_id(context: grpc.aio.ServicerContext) -> str:
+    """The key id that a call's bearer secret names ("" if none), for the audit log of a
+    refused call: an id is not a secret (ListApiKeys shows it), and tells an operator which key
+    was tried. Never the secret itself."""
+    try:
+        return key_id_of(bearer_secret(context)) or ""
+    except Unauthenticated:
+        return ""
 
 
 async def authenticate(directory: TenantDirectory, context: grpc.aio.ServicerContext) -> Principal:

@@ -29,6 +29,7 @@ from service.backbones.embedder import Embedder
 from service.jobs.manager import JobManager
 from service.predictor import Predictor
 from service.store.registry import HeadRegistry
+from service.tenancy.deletion import TenantRemover
 from service.tenancy.directory import TenantDirectory
 from transferd.oip import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from transferd.v1 import (
@@ -85,6 +86,8 @@ class GrpcServer:
         max_send_bytes: int,
         is_ready: Callable[[], bool],
         tls: TlsFiles | None = None,
+        *,
+        remover: TenantRemover,
     ) -> None:
         self._server = grpc.aio.server(
             interceptors=[GatewayInterceptor(directory, decoder, transport)],
@@ -101,7 +104,7 @@ class GrpcServer:
             HeadServicer(embedder, jobs, registry, predictor, transport), self._server
         )
         tenants_pb2_grpc.add_TenantServiceServicer_to_server(
-            TenantServicer(directory), self._server
+            TenantServicer(directory, remover), self._server
         )
         # What health says for the server (""), which the protocol's ServerReady answers too.
         self._serving = False
@@ -132,6 +135,11 @@ class GrpcServer:
                     "TRANSFERD_TLS_CERT_FILE and TRANSFERD_TLS_KEY_FILE (README: TLS)",
                     address,
                 )
+
+    @property
+    def serving(self) -> bool:
+        """What health says for the server now (True: SERVING); the metrics port's /readyz."""
+        return self._serving
 
     async def set_serving(self, serving: bool) -> None:
         """Sets the health of the server and of each service."""

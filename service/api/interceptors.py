@@ -4,7 +4,9 @@ For each RPC of our services, in this order: metrics and the error → status ma
 everything (so refusals are counted too); the bearer key is checked from the metadata; the raw
 request is size-checked, counted and only then decoded (`service.api.decoding`); the deadline is
 recorded for the schedulers; the servicer runs; the reply is serialized, off the event loop when
-it is large. Health and reflection need no key and keep gRPC's own decoding.
+it is large. Health and reflection need no key and keep gRPC's own decoding. With tracing on
+(`service.tracing`), each RPC of our services is a span around all of that, continuing the
+caller's W3C trace context, with the tenant and the status code; probes make none.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any, Literal
 import grpc
 
 import heads
-from service import errors, metrics
-from service.api.auth import OPEN_SERVICES, authenticate
+from service import audit, errors, metrics, tracing
+from service.api.audit_calls import AuditedCall, audited
+from service.api.auth import OPEN_SERVICES, authenticate, claimed_key_id
 from service.api.decoding import RequestDecoder
+from service.errors import Unauthenticated
 from service.request_context import set_deadline_in
 from service.tenancy.directory import TenantDirectory
-from service.tenancy.principal import set_principal
+from service.tenancy.principal import Principal, current_principal, set_principal
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +64,34 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
-class _Outcome:
-    """Around one RPC: maps what it raises to a status code and records the metrics."""
+# The codes that make a server's RPC span failed (OpenTelemetry's gRPC conventions): the
+# others are the caller's errors, not the server's.
+SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+
+class _Outcome:
+    """Around one RPC: maps what it raises to a status code and records the metrics (and the
+    status on the RPC's span)."""
+
+    def __init__(
+        self, method: str, context: grpc.aio.ServicerContext, span: tracing.Span = tracing.NO_SPAN
+    ) -> None:
         self.method = method
         self.context = context
+        self.span = span
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
+        # The call's audit record (`service.api.audit_calls`), for the methods audited.
+        self.audit: AuditedCall | None = None
 
     async def __aenter__(self) -> _Outcome:
         return self
@@ -92,9 +116,14 @@ class _Outcome:
         sent = self.context.code()
         code = sent if isinstance(sent, grpc.StatusCode) else self.code
         metrics.REQUESTS.labels(method=self.method, code=code.name).inc()
+        if self.audit is not None:
+            self.audit.done(code)
         metrics.REQUEST_LATENCY.labels(method=self.method).observe(
             time.perf_counter() - self.started
         )
+        self.span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in SERVER_ERROR_CODES:
+            self.span.set_error(code.name)
 
 
 def _short_method(full: str) -> str:
@@ -147,10 +176,23 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         self, full_method: str, raw: bytes, parse: Callable[[bytes], Any], context: Any
     ) -> Any:
         """Authenticates the caller, then decodes the request under the method's limits."""
-        set_principal(await authenticate(self._directory, context))
+        set_principal(await self._authenticate(full_method, context))
+        if tracing.enabled():
+            _trace_caller()
         request = await self._decoder.decode(full_method, raw, parse)
         set_deadline_in(context.time_remaining())
         return request
+
+    async def _authenticate(self, full_method: str, context: Any) -> Principal:
+        """The caller; a refusal is counted by reason and written to the audit log."""
+        try:
+            return await authenticate(self._directory, context)
+        except Unauthenticated as refused:
+            audit.refused(
+                refused.reason, peer=context.peer() or "", method=_short_method(full_method),
+                key_id=claimed_key_id(context),
+            )  # fmt: skip
+            raise
 
     async def _encode(self, reply: Any) -> bytes:
         if reply.ByteSize() <= OFF_LOOP_REPLY_BYTES:
@@ -162,9 +204,16 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     def _unary(self, full_method: str, method: str, parse: Callable[[bytes], Any]) -> UnaryWrapper:
         def wrap(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
             async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-                async with _Outcome(method, context):
-                    request = await self._admit(full_method, raw, parse, context)
-                    return await self._encode(await inner(request, context))
+                with tracing.server_span(full_method, context.invocation_metadata) as span:
+                    async with _Outcome(method, context, span) as outcome:
+                        outcome.audit = audited(full_method, context)
+                        request = await self._admit(full_method, raw, parse, context)
+                        if outcome.audit is not None:
+                            outcome.audit.request = request
+                        reply = await inner(request, context)
+                        if outcome.audit is not None:
+                            outcome.audit.reply = reply
+                        return await self._encode(reply)
 
             return handle
 
@@ -175,14 +224,24 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
     ) -> StreamWrapper:
         def wrap(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
             async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-                async with _Outcome(method, context):
-                    request = await self._admit(full_method, raw, parse, context)
-                    async for reply in inner(request, context):
-                        yield await self._encode(reply)
+                with tracing.server_span(full_method, context.invocation_metadata) as span:
+                    async with _Outcome(method, context, span):
+                        request = await self._admit(full_method, raw, parse, context)
+                        async for reply in inner(request, context):
+                            yield await self._encode(reply)
 
             return handle
 
         return wrap
+
+
+def _trace_caller() -> None:
+    """The caller on the RPC's span: its tenant (never its key, nor its key's id)."""
+    tenant = current_principal().tenant
+    if tenant is None:
+        tracing.annotate("transferd.admin", True)
+    else:
+        tracing.annotate(tracing.TENANT, tenant)
 
 
 UnaryWrapper = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]

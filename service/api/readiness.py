@@ -11,8 +11,9 @@ cannot serve, and puts it back without a restart.
 Liveness is another question: a gateway waiting for Triton is alive, and restarting it would not
 bring Triton back. So the health service also answers for LIVENESS_SERVICE, which is SERVING from
 the end of start-up for as long as the event loop runs (the aio health servicer answers from the
-loop, so a wedged loop fails it); Kubernetes' liveness probe asks for that name, its readiness
-probe for the server ("").
+loop, so a wedged loop fails it); a liveness check asks for that name, a readiness check for the
+server (""). Kubernetes' probes, which cannot speak TLS, ask the same over plain HTTP on the
+metrics port instead (`service.metrics_port`: /livez, /readyz).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Readiness is a flag read and one os.stat; 4 times a second keeps health within a probe period.
 POLL_INTERVAL_S = 0.25
-# The health service name of liveness (deploy/gateway.yaml's livenessProbe asks for it).
+# The health service name of liveness (the metrics port's /livez answers the same question).
 LIVENESS_SERVICE = "liveness"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service import metrics
+from service import metrics, tracing
 from service.errors import ResourceExhausted
 from service.tenancy.principal import current_principal
 
@@ -83,6 +83,17 @@ class AdmissionGate:
         Raises:
             ResourceExhausted: the tenant already holds some and this would take it over its share.
         """
+        if not tracing.enabled():
+            return self._admit(tenant, cost)
+        attributes: tracing.Attributes = {
+            "transferd.backbone": self.backbone,
+            "transferd.share": tenant,  # whose share: the tenant, or "~training" for a job
+            "transferd.cost": cost,
+        }
+        with tracing.span("admission", attributes):  # a refusal: error.type ResourceExhausted
+            return self._admit(tenant, cost)
+
+    def _admit(self, tenant: str, cost: int) -> Ticket:
         held = self.held(tenant)
         share = self.share(tenant)
         if held and held + cost > share:

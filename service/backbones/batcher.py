@@ -13,17 +13,23 @@ Work nobody waits for is never computed: a request whose caller was cancelled le
 once, and one whose deadline passed is dropped when it is reached, its remaining groups too; its
 items in a group planned with another request's are taken out of the call before it runs.
 Errors of a call reach every request in it; the batcher lives on.
+
+With tracing on, a request queued in the span of its RPC (or training job) gets two kinds of
+child spans: `<trace_name>.queue_wait`, from its queuing to its first call, and for each call
+that computes some of its items `<trace_name>.batch`, with the call's batch size. A call is
+shared by requests of many traces, so each of them records the call in its own trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from service import metrics
+from service import metrics, tracing
 from service.backbones.fair_queue import Entry, FairQueue
 from service.errors import Unavailable
 
@@ -58,6 +64,9 @@ class _Request:
     future: asyncio.Future[list[Any]] = field(repr=False)
     results: list[Any] = field(repr=False)
     pending: int = 0  # groups holding some of its items, not yet computed
+    trace: object | None = field(default=None, repr=False)  # its span's (`tracing.capture`)
+    queued_ns: int = 0  # when it was queued (`time.time_ns`), when traced
+    waited: bool = False  # its queue wait is recorded (its first call started)
 
     def alive(self, now: float) -> bool:
         return not self.future.done() and (self.deadline is None or now < self.deadline)
@@ -101,6 +110,7 @@ class FairBatcher(Generic[Item, Result]):
         coalesce_items: Most items of a tenant's queued requests planned together (0: each
             request alone, as on Triton, whose own batcher merges requests).
         depth_gauge: Whether this batcher reports the backbone's queue depth.
+        trace_name: The prefix of its spans' names (see the module's doc).
     """
 
     def __init__(
@@ -114,8 +124,10 @@ class FairBatcher(Generic[Item, Result]):
         coalesce_items: int = 0,
         depth_gauge: bool = True,
         one_call_per_tenant: bool = False,
+        trace_name: str = "inference",
     ) -> None:
         self._name = name
+        self._trace_name = trace_name
         self._run = run
         self._plan = policy.plan
         self._cost = policy.cost
@@ -179,6 +191,8 @@ class FairBatcher(Generic[Item, Result]):
             raise RuntimeError("batcher not started")
         loop = asyncio.get_running_loop()
         request = _Request(tenant, items, deadline, loop.create_future(), [None] * len(items))
+        if tracing.enabled():
+            request.trace, request.queued_ns = tracing.capture(), time.time_ns()
         if len(items) > PLAN_ON_LOOP_ITEMS:
             # Planning a large request is a dynamic programme in Python: off the event loop.
             plan = await asyncio.to_thread(self._plan, items)
@@ -314,14 +328,18 @@ class FairBatcher(Generic[Item, Result]):
         if not groups:
             return
         items = [item for group in groups for item in group.items()]
+        traced = self._traced(groups) if tracing.enabled() else {}
+        started = time.time_ns() if traced else 0
         try:
             results = await self._run(items)
         except Exception as error:  # delivered to every request of the call
+            self._record_call(traced, started, len(items), type(error).__name__)
             for group in groups:
                 for request in group.requests():
                     if not request.future.done():
                         request.future.set_exception(error)
             return
+        self._record_call(traced, started, len(items), None)
         start = 0
         for group in groups:
             for (request, index), result in zip(group.parts, results[start:], strict=False):
@@ -331,6 +349,42 @@ class FairBatcher(Generic[Item, Result]):
                 request.pending -= 1
                 if request.pending == 0 and not request.future.done():
                     request.future.set_result(request.results)
+
+    def _traced(self, groups: list[_Group]) -> dict[_Request, int]:
+        """The call's traced requests, with how many of their items it computes; the queue wait
+        of those reaching their first call ends now."""
+        traced: dict[_Request, int] = {}
+        for group in groups:
+            for request, _ in group.parts:
+                if request.trace is not None:
+                    traced[request] = traced.get(request, 0) + 1
+        now = time.time_ns()
+        for request in traced:
+            if not request.waited:
+                request.waited = True
+                tracing.record(
+                    f"{self._trace_name}.queue_wait", request.trace, request.queued_ns, now,
+                    {"transferd.backbone": self._name, "transferd.items": len(request.items)},
+                )  # fmt: skip
+        return traced
+
+    def _record_call(
+        self, traced: dict[_Request, int], started: int, batch_size: int, error: str | None
+    ) -> None:
+        """One span of the call in each traced request's trace."""
+        if not traced:
+            return
+        ended = time.time_ns()
+        for request, items in traced.items():
+            tracing.record(
+                f"{self._trace_name}.batch", request.trace, started, ended,
+                {
+                    "transferd.backbone": self._name,
+                    "transferd.batch_size": batch_size,  # items of the call, every request's
+                    "transferd.items": items,  # this request's among them
+                },
+                error,
+            )  # fmt: skip
 
     def _call_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from heads import RawInputs
-from service import metrics, request_context
+from service import metrics, request_context, tracing
 from service.backbones.admission import AdmissionGate, calling_tenant
 from service.backbones.card import INT8, BackboneCard
 from service.backbones.cost import relative_costs
@@ -249,9 +249,10 @@ class _Work:
         served = self.served
         costs = served.modality.costs(inputs)
         with served.admission.admit(self.share, sum(costs)):
-            prepared = await served.modality.prepare(
-                inputs, wheres, costs, self.share, self.deadline
-            )
+            with tracing.span("preprocess", {"transferd.backbone": served.card.name}):
+                prepared = await served.modality.prepare(
+                    inputs, wheres, costs, self.share, self.deadline
+                )
             vectors = await served.runtime.embed(prepared.items, self.share, self.deadline)
         metrics.EMBEDDED_INPUTS.labels(backbone=served.card.name).inc(len(inputs))
         return vectors, prepared.truncated_to

@@ -12,7 +12,8 @@ through its `JobControl`; its worker is released only once its training thread h
 On shutdown the jobs this replica runs go back to the queue, to run again from the start here
 after a restart or on another replica. Every state write is fenced by the lease and its outcome
 observed: awaited, or run by `JobWriter.in_background`; a failure is logged and counted
-(`failed_writes`).
+(`failed_writes`). A job's stored request is dropped when it ends, or `payload_retention_s` later
+(`service.jobs.retention`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from heads import TrainingStopped, utc_now
-from service import metrics
+from service import audit, metrics, tracing
 from service.backbones.embedder import Embedder
 from service.errors import NotFound, ResourceExhausted, Unavailable, shown
 from service.jobs.control import StopReason
@@ -40,6 +41,7 @@ from service.jobs.outcomes import client_message, stopped, unreadable_reason
 from service.jobs.payload import PayloadError, decode, encode
 from service.jobs.pipeline import JobCancelled, run_training
 from service.jobs.queue import Clock, JobQueue
+from service.jobs.retention import PayloadSweeper
 from service.jobs.store import JobStore, LeaseLost
 from service.jobs.validation import TrainingLimits
 from service.jobs.worker import Held, Worker, WorkerSettings
@@ -77,6 +79,8 @@ class JobLimits:
     #: How often an idle replica looks for jobs, a heartbeat checks for cancels, and a watcher
     #: of a job running elsewhere re-reads it (at half of this).
     poll_s: float = 0.5
+    #: How long an ended job keeps its stored request (0: dropped by its final state).
+    payload_retention_s: float = 0.0
 
 
 def replica_id() -> str:
@@ -106,13 +110,17 @@ class JobManager:
         clock: Clock = utc_now,
     ) -> None:
         self._db = db
-        self._store = JobStore(db)
+        keep_payload = limits.payload_retention_s > 0
+        self._store = JobStore(db, keep_payload)
         self._writer = JobWriter(self._store, on_lost=self._lost)
         self._embedder = embedder
         self._registry = registry
         self._executor = executor
         self._limits = limits
-        self._queue = JobQueue(db, replica_id(), limits.lease_s, limits.max_attempts, clock)
+        self._queue = JobQueue(
+            db, replica_id(), limits.lease_s, limits.max_attempts, clock, keep_payload
+        )
+        self._sweeper = PayloadSweeper(db, limits.payload_retention_s, clock)
         self._worker = Worker(
             self._queue,
             WorkerSettings(limits.workers if executor is not None else 0, limits.lease_s,
@@ -144,10 +152,13 @@ class JobManager:
             log.warning("failed %d job(s) of an earlier release interrupted by a restart", failed)
         if requeued:
             log.warning("re-queued %d job(s) interrupted by a restart; they run again", requeued)
+        self._sweeper.sweep_now()
 
     def start(self) -> None:
-        """Starts claiming jobs (on a replica with workers): call once backbones are ready."""
+        """Starts claiming jobs (on a replica with workers): call once backbones are ready.
+        Every replica sweeps ended jobs' requests past their retention."""
         self._worker.start()
+        self._sweeper.start()
 
     async def submit(self, tenant: str, request: TrainingRequest) -> JobSnapshot:
         """Admits a request that `validate_training_request` passed (with `training_limits`) as a
@@ -179,6 +190,8 @@ class JobManager:
             job, payload, limits.max_jobs_per_tenant, limits.max_jobs_total
         )
         metrics.JOBS_ACTIVE.set(active)
+        # The job runs in a trace of its own (`_run`), found by this id from TrainHead's span.
+        tracing.annotate("transferd.job_id", job.job_id)
         self._worker.wake()
         return job
 
@@ -223,6 +236,18 @@ class JobManager:
             row = await self.get(tenant, job_id)
         return row
 
+    async def stop_tenant(self, tenant: str) -> None:
+        """Stops the jobs of a deleted tenant that run here, writing nothing (their rows are
+        gone), and waits until their work has stopped: none publishes afterwards."""
+        tasks = []
+        for job_id in self._worker.held_ids():
+            held = self._worker.held(job_id)
+            if held is not None and held.snapshot.tenant == tenant:
+                self._worker.stop(job_id, StopReason.LEASE_LOST)
+                if held.task is not None:
+                    tasks.append(held.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def watch(self, tenant: str, job_id: str) -> AsyncIterator[JobSnapshot]:
         """The job now, then after every change, until it is terminal. Changes of a job this
         replica runs arrive at once; one running elsewhere is re-read every half `poll_s`.
@@ -259,6 +284,7 @@ class JobManager:
     async def close(self) -> None:
         """On shutdown: claims no more; the jobs running here go back to the queue; watch
         streams end (UNAVAILABLE: watch again elsewhere)."""
+        await self._sweeper.close()
         await self._worker.close()
         # After the jobs' last states: a watcher sees its job back in the queue, then the end.
         self._watches_ended = True
@@ -322,15 +348,20 @@ class JobManager:
             if held.control.is_set():
                 raise JobCancelled()
             success = self._store.succeed(held.snapshot, held.token)
-            card = await run_training(
-                tenant, request, self._embedder, self._registry, self._executor,
-                self._limits.embed_chunk,
-                report=lambda stage, progress: self._report(held, stage, progress),
-                control=held.control,
-                commit_with=success,
-            )  # fmt: skip
+            with tracing.root_span("job", _job_attributes(held.snapshot)):
+                card = await run_training(
+                    tenant, request, self._embedder, self._registry, self._executor,
+                    self._limits.embed_chunk,
+                    report=lambda stage, progress: self._report(held, stage, progress),
+                    control=held.control,
+                    commit_with=success,
+                )  # fmt: skip
             assert success.stored is not None and success.stored.version == card.version
             outcome = dict(success.stored.__dict__)
+            audit.record(
+                "head.publish", tenant=tenant, head=card.name, version=card.version,
+                job_id=job_id, backbone=card.backbone,
+            )  # fmt: skip
         except LeaseLost:  # the publish was refused: another replica claimed the job
             reason = StopReason.LEASE_LOST
         except (asyncio.CancelledError, JobCancelled, TrainingStopped):
@@ -382,3 +413,17 @@ class JobManager:
             held.snapshot = requeued
             self._tell(requeued)
             log.info("job %s: stopped by shutdown; back in the queue", held.job_id)
+
+
+def _job_attributes(job: JobSnapshot) -> tracing.Attributes:
+    """What a training job's span says of it: ids, names and counts, never its examples."""
+    if not tracing.enabled():
+        return {}
+    return {
+        tracing.TENANT: job.tenant,
+        "transferd.job_id": job.job_id,
+        "transferd.head": job.head,
+        "transferd.backbone": job.backbone,
+        "transferd.head_kind": job.kind,
+        "transferd.examples": job.num_examples,
+    }

@@ -2,7 +2,8 @@
 from-scratch baseline on the raw inputs), publish.
 
 Progress over the whole job: embedding 0–50%, training (heads' own stages) 50–95%, publishing
-95–100%.
+95–100%. With tracing on, each of the three is a span (`job.embedding`, `job.training` holding
+one `heads.<stage>` span per stage heads reports, `job.publishing`) in the job's trace.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from heads import AUTO_BACKBONE, HeadCard, RawInputs, TrainedHead, train_head
 from heads.fusion import Fused, fused_name
-from service import metrics
+from service import metrics, tracing
 from service.backbones.card import BackboneCard
 from service.backbones.embedder import Embedder
 from service.backbones.fused import fused_parts, is_fused
@@ -66,9 +67,10 @@ async def run_training(
         backbones = [served.card for served in fused_parts(embedder, request.backbone)]
     else:
         backbones = [embedder.get(request.backbone).card]
-    vectors, raw = await _embed_examples(
-        tenant, request, backbones, embedder, chunk_size, report, control
-    )
+    with tracing.span("job.embedding", {"transferd.examples": len(request.inputs)}):
+        vectors, raw = await _embed_examples(
+            tenant, request, backbones, embedder, chunk_size, report, control
+        )
     # One backbone: its embeddings; a fused one: every part's, weighted by heads; "auto": every
     # candidate's, chosen from (their fusion too) by heads.
     embeddings: np.ndarray | dict[str, np.ndarray] | Fused
@@ -80,8 +82,10 @@ async def run_training(
         embeddings = vectors[backbones[0].name]
 
     loop = asyncio.get_running_loop()
+    stages = tracing.Stages("heads")
 
     def on_progress(stage: str, fraction: float) -> None:  # called on the training thread
+        stages.enter(stage)
         # heads' last stage is "done"; the job is not done until its head is published.
         job_stage = "trained" if stage == "done" else stage
         loop.call_soon_threadsafe(report, job_stage, EMBED_SHARE + TRAIN_SHARE * fraction)
@@ -93,16 +97,18 @@ async def run_training(
             fuse_candidates=auto,
         )  # fmt: skip
 
-    trained = await run_to_the_end(loop.run_in_executor(executor, train))
+    with tracing.span("job.training", {"transferd.head_kind": request.kind}), stages:
+        trained = await run_to_the_end(loop.run_in_executor(executor, train))
     name, fingerprint = _trained_on(trained, backbones)
     _tell_of_negative_transfer(tenant, request.head, name, trained)
     if not control.begin_publishing():
         raise JobCancelled()
     report("publishing", EMBED_SHARE + TRAIN_SHARE)
-    return await registry.publish(
-        tenant, request.head, trained, name, fingerprint,
-        commit_with=None if commit_with is None else functools.partial(commit_with, trained),
-    )  # fmt: skip
+    with tracing.span("job.publishing", {"transferd.backbone": name}):
+        return await registry.publish(
+            tenant, request.head, trained, name, fingerprint,
+            commit_with=None if commit_with is None else functools.partial(commit_with, trained),
+        )  # fmt: skip
 
 
 async def _embed_examples(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from heads import utc_now
 from service.jobs.model import JobSnapshot, JobState
 from service.jobs.outcomes import CANCEL_REASON, REQUEUED, RESTART_REASON, attempts_reason
-from service.jobs.store import ACTIVE, ENDED, count_active, fenced, rowcount, snapshot
+from service.jobs.store import ACTIVE, count_active, ended, fenced, rowcount, snapshot
 from service.store.database import Database
 from service.store.schema import JobRow
 
@@ -61,6 +61,7 @@ class JobQueue:
         lease_s: How long a claim lasts without renewal.
         max_attempts: Claims a job may have; the next one fails it instead.
         clock: The time (UTC).
+        keep_payload: A job ended here keeps its stored request (see `JobStore`).
     """
 
     def __init__(
@@ -70,12 +71,14 @@ class JobQueue:
         lease_s: float,
         max_attempts: int,
         clock: Clock = utc_now,
+        keep_payload: bool = False,
     ) -> None:
         self._db = db
         self._owner = owner
         self._lease = timedelta(seconds=lease_s)
         self._max_attempts = max_attempts
         self._clock = clock
+        self._ended_columns = ended(keep_payload)
 
     async def claim(self, exclude: Collection[str] = ()) -> tuple[Claimed | Ended | None, int]:
         """Claims the next job (never one of `exclude`: this replica's own).
@@ -139,9 +142,8 @@ class JobQueue:
         session.flush()
         return Claimed(snapshot(row), row.lease_token, row.payload)
 
-    @staticmethod
-    def _ended(row: JobRow) -> Ended:
-        for column, value in ENDED.items():
+    def _ended(self, row: JobRow) -> Ended:
+        for column, value in self._ended_columns.items():
             setattr(row, column, value)
         return Ended(snapshot(row))
 

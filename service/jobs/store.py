@@ -73,8 +73,39 @@ def changing_columns(job: JobSnapshot) -> dict[str, Any]:
 
 #: What a job's final state clears: its lease, and its stored request (the examples, up to
 #: `max_job_payload_mb` each): only a queued or running job may run again, so an ended job's
-#: request would be dead weight in the database forever.
+#: request would be dead weight in the database forever, and the tenant's data kept past its use.
 ENDED: dict[str, Any] = {"lease_expires_at": None, "payload": None}
+#: What a final state clears when `job_payload_retention_s` keeps the examples a while: the lease
+#: only; `purge_payloads` drops the request once the retention has passed.
+ENDED_KEEPING_PAYLOAD: dict[str, Any] = {"lease_expires_at": None}
+
+
+def ended(keep_payload: bool) -> dict[str, Any]:
+    """The columns a final state sets: `ENDED`, or `ENDED_KEEPING_PAYLOAD` under a retention."""
+    return ENDED_KEEPING_PAYLOAD if keep_payload else ENDED
+
+
+def purge_payloads(session: Session, ended_before: datetime) -> int:
+    """Drops the stored request of every job that ended before `ended_before` (a final state is
+    the row's last write, so `updated_at` is when it ended).
+
+    One UPDATE whose WHERE no longer matches a purged row: replicas sweeping the same database
+    at once neither conflict nor count a row twice.
+
+    Returns:
+        The jobs whose request was dropped.
+    """
+    return rowcount(
+        session,
+        update(JobRow)
+        .where(
+            JobRow.state.not_in(ACTIVE),
+            JobRow.payload.is_not(None),
+            JobRow.updated_at < ended_before,
+        )
+        .values(payload=None)
+        .execution_options(synchronize_session=False),
+    )
 
 
 def fenced(job_id: str, token: int) -> ColumnElement[bool]:
@@ -98,8 +129,17 @@ def rowcount(session: Session, statement: Executable) -> int:
 
 
 class JobStore:
-    def __init__(self, db: Database) -> None:
+    """Job rows.
+
+    Args:
+        db: The metadata database.
+        keep_payload: Keep the stored request when a job ends (`job_payload_retention_s` > 0;
+            `purge_payloads` drops it later); else a final state drops it.
+    """
+
+    def __init__(self, db: Database, keep_payload: bool = False) -> None:
         self.db = db
+        self._ended = ended(keep_payload)
 
     async def admit(
         self, job: JobSnapshot, payload: bytes, max_per_tenant: int, max_total: int
@@ -161,14 +201,15 @@ class JobStore:
 
     async def save(self, job: JobSnapshot, token: int) -> None:
         """Writes the job's changing fields under the lease of `token` (callers await it: see
-        `service.jobs.writer`). A final state ends the lease and drops the stored request (`ENDED`).
+        `service.jobs.writer`). A final state ends the lease and drops the stored request (`ENDED`;
+        under a retention, `purge_payloads` drops it later).
 
         Raises:
             LeaseLost: the job is no longer this lease's.
         """
         values = changing_columns(job)
         if job.state.terminal:
-            values.update(ENDED)
+            values.update(self._ended)
 
         def write(session: Session) -> None:
             statement = update(JobRow).where(fenced(job.job_id, token)).values(**values)
@@ -179,7 +220,7 @@ class JobStore:
 
     def succeed(self, job: JobSnapshot, token: int) -> Success:
         """What publishing the job's head runs in its transaction (see `Success`)."""
-        return Success(job, token)
+        return Success(job, token, self._ended)
 
     async def request_cancel(
         self, tenant: str, job_id: str, now: datetime
@@ -210,7 +251,7 @@ class JobStore:
                     stage="cancelled",
                     error=CANCEL_REASON,
                     updated_at=utc_now(),
-                    **ENDED,
+                    **self._ended,
                 ),  # fmt: skip
             )
             row = session.get(JobRow, job_id, populate_existing=True)
@@ -224,11 +265,15 @@ class Success:
     """Run by `run_training` in the transaction that publishes the job's head: the job is stored
     SUCCEEDED with the version published and the head's metrics, under the lease of `token`; a
     stale token raises `LeaseLost`, so nothing is published. `stored` is then what was stored.
+    `ended_columns` is what the final state clears besides (`ended`).
     """
 
-    def __init__(self, job: JobSnapshot, token: int) -> None:
+    def __init__(
+        self, job: JobSnapshot, token: int, ended_columns: dict[str, Any] | None = None
+    ) -> None:
         self._job = job
         self._token = token
+        self._ended = ENDED if ended_columns is None else ended_columns
         self.stored: JobSnapshot | None = None
 
     def __call__(self, trained: TrainedHead, session: Session, version: int) -> None:
@@ -240,7 +285,7 @@ class Success:
         statement = (
             update(JobRow)
             .where(fenced(done.job_id, self._token))
-            .values(**changing_columns(done), **ENDED)
+            .values(**changing_columns(done), **self._ended)
         )
         if rowcount(session, statement) == 0:
             raise LeaseLost(done.job_id)

@@ -101,6 +101,10 @@ class Worker:
     def held(self, job_id: str) -> Held | None:
         return self._held.get(job_id)
 
+    def held_ids(self) -> list[str]:
+        """The jobs held here (running, or ended with their final state being written)."""
+        return list(self._held)
+
     def stop(self, job_id: str, reason: StopReason) -> bool:
         """Asks a held job to stop; False when it is not held here, its work already ended, or
         it is publishing (too late: publishing is atomic)."""

@@ -21,6 +21,8 @@ Key = tuple[str, str, int]
 DEFAULT_ENTRIES = 4096
 #: Drops remembered by name; a read that overlaps more than these is not cached (conservative).
 RECENT_DROPS = 1024
+#: The name of a drop that covers every name of its tenant (a deleted tenant); never a head name.
+ALL_NAMES = "*"
 
 
 class CardCache(Generic[V]):
@@ -53,6 +55,12 @@ class CardCache(Generic[V]):
         for version in (0, *versions):
             self._entries.pop((tenant, name, version), None)
 
+    def drop_tenant(self, tenant: str) -> None:
+        """Drops every card of `tenant` (deleted), and refuses those being read meanwhile."""
+        self._note_drop(tenant, ALL_NAMES)
+        for key in [key for key in self._entries if key[0] == tenant]:
+            del self._entries[key]
+
     def drop_keys(self, keys: Iterable[Key]) -> None:
         for key in keys:
             self._note_drop(key[0], key[1])
@@ -74,5 +82,6 @@ class CardCache(Generic[V]):
         if not self._recent or self._recent[0][0] > generation + 1:
             return True  # drops older than the ones remembered: cannot tell, so assume so
         return any(
-            number > generation and (t, n) == (tenant, name) for number, t, n in self._recent
+            number > generation and t == tenant and n in (name, ALL_NAMES)
+            for number, t, n in self._recent
         )

@@ -49,11 +49,14 @@ class ChangeKind(StrEnum):
     HEAD_PUBLISHED = "head_published"
     HEAD_DELETED = "head_deleted"
     KEY_REVOKED = "key_revoked"
+    #: Every key, job and head of `tenant` is gone (`service.store.tenant_purge`).
+    TENANT_DELETED = "tenant_deleted"
 
 
 @dataclass(frozen=True)
 class Change:
-    """One change: `tenant`, `name`, `versions` for heads, `key_id` for keys."""
+    """One change: `tenant`, `name`, `versions` for heads, `key_id` for keys, `tenant` alone
+    for a deleted tenant."""
 
     kind: ChangeKind
     tenant: str = ""

@@ -65,6 +65,9 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # What is deleted (a tenant, a head, a job's examples) is overwritten in the file, not left
+    # in free pages where a copy of the file would still hold it.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
     # Transactions are SQLAlchemy's to begin (`_sqlite_begin`), not pysqlite's, which would
     # start one only at the first write, after the reads it depends on.
@@ -204,6 +207,23 @@ class Database:
         """Queues `work` now and returns its future (on SQLite, calls run in the order they are
         submitted; on PostgreSQL, several at once)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, self.call, work)
+
+    async def drop_log_copies(self) -> None:
+        """SQLite: writes the write-ahead log into the file and truncates it, so that rows just
+        deleted leave no copy in the log (`secure_delete` has overwritten them in the file).
+        PostgreSQL: nothing (its own VACUUM reclaims dead rows)."""
+        if self.is_postgres:
+            return
+
+        def checkpoint() -> None:
+            # Outside any transaction: a checkpoint cannot finish inside one.
+            connection = self.engine.raw_connection()
+            try:
+                connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, checkpoint)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -150,6 +150,18 @@ class HeadFiles:
     def remove(self, tenant: str, name: str, version: int) -> None:
         shutil.rmtree(self.folder(tenant, name, version), ignore_errors=True)
 
+    def tenants(self) -> list[str]:
+        """The tenants with a folder in the live tree."""
+        hidden = {STAGING, QUARANTINE}
+        return [p.name for p in self.root.iterdir() if p.is_dir() and p.name not in hidden]
+
+    def remove_tenant(self, tenant: str) -> None:
+        """Removes every folder of a deleted tenant: live, and under the quarantine."""
+        shutil.rmtree(self.root / tenant, ignore_errors=True)
+        if self.quarantine_root.is_dir():
+            for run in self.quarantine_root.iterdir():
+                shutil.rmtree(run / tenant, ignore_errors=True)
+
     def remove_path(self, path: Path) -> None:
         """Removes a version-level entry (a folder or a stray file) of the live tree."""
         if path.is_dir() and not path.is_symlink():

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -45,7 +45,7 @@ from service.store.database import Database
 from service.store.head_cache import HeadCache, Key
 from service.store.head_files import HeadFiles, onnx_damage
 from service.store.recovery import SweepReport, recover_at_start_up
-from service.store.schema import HeadBlobRow, HeadRow
+from service.store.schema import HeadBlobRow, HeadRow, TenantRow
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +326,16 @@ class HeadRegistry:
             if version:
                 select_ = select_.where(HeadRow.version == version)
             rows = list(session.scalars(select_))
+            artifacts: set[str] = set()
             for row in rows:
+                # A deleted version keeps only its number (never reused): its card and its
+                # artifacts go (a knn head's graph holds the embeddings of its examples).
                 row.deleted_at = utc_now()
+                row.card_json = ""
+                artifacts.update(sha for sha in (row.onnx_sha256, row.card_sha256) if sha)
+                row.onnx_sha256 = row.card_sha256 = None
+            session.flush()
+            delete_unused_blobs(session, artifacts)
             versions = tuple(row.version for row in rows)
             if versions:
                 # Every replica drops the versions from its caches and files (this one at once).
@@ -348,10 +356,22 @@ class HeadRegistry:
             for number in change.versions:
                 self._cache.pop((change.tenant, change.name, number))
                 self._files.remove(change.tenant, change.name, number)
+        elif change.kind is ChangeKind.TENANT_DELETED:
+            self._cards.drop_tenant(change.tenant)
+            for key in self._cache.keys():
+                if key[0] == change.tenant:
+                    self._cache.pop(key)
+            self.remove_tenant_files(change.tenant)
+
+    def remove_tenant_files(self, tenant: str) -> None:
+        """Removes a deleted tenant's head files from this replica's disk."""
+        self._files.remove_tenant(tenant)
 
     async def reread(self) -> None:
         """Drops cached cards and heads whose versions were deleted or superseded, or whose damage
-        mark changed, meanwhile (changes whose notice this replica missed)."""
+        mark changed, meanwhile, and the files of tenants deleted meanwhile (changes whose
+        notice this replica missed)."""
+        await self._remove_deleted_tenants()
         cards = self._cards.items()
         loaded = self._cache.keys()
         names = sorted({(t, n) for (t, n, _), _ in cards} | {(t, n) for t, n, _ in loaded})
@@ -365,6 +385,17 @@ class HeadRegistry:
             if number not in live.get((tenant, name), {}):
                 self._cache.pop((tenant, name, number))
                 self._files.remove(tenant, name, number)
+
+    async def _remove_deleted_tenants(self) -> None:
+        on_disk = self._files.tenants()
+        if not on_disk:
+            return
+
+        def existing(session: Session) -> set[str]:
+            return set(session.scalars(select(TenantRow.name).where(TenantRow.name.in_(on_disk))))
+
+        for tenant in sorted(set(on_disk) - await self._db.run(existing)):
+            self._files.remove_tenant(tenant)
 
     async def load(self, tenant: str, name: str, version: int = 0) -> LoadedHead:
         """The loaded head (from the LRU when it is there).
@@ -593,6 +624,7 @@ def put_blob(session: Session, sha256: str | None, data: bytes) -> str:
     Two replicas may store the same bytes at once: the second insert is a no-op, not an error.
     """
     sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    _lock_blob(session, sha256)
     insert_ = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert_(HeadBlobRow)
@@ -600,6 +632,31 @@ def put_blob(session: Session, sha256: str | None, data: bytes) -> str:
         .on_conflict_do_nothing(index_elements=["sha256"])
     )
     return sha256
+
+
+def delete_unused_blobs(session: Session, sha256s: set[str]) -> int:
+    """Deletes the artifacts of `sha256s` that no head row refers to any more; how many.
+
+    The same bytes may be published again at this moment (a retrained head can be identical):
+    each artifact's lock (`_lock_blob`) is taken before its references are counted, so a
+    publish storing it either committed first (and is counted) or waits and stores it anew.
+    """
+    for sha256 in sorted(sha256s):  # one order everywhere: no deadlock between two deleters
+        _lock_blob(session, sha256)
+    used = set(
+        session.scalars(select(HeadRow.onnx_sha256).where(HeadRow.onnx_sha256.in_(sha256s)))
+    ) | set(session.scalars(select(HeadRow.card_sha256).where(HeadRow.card_sha256.in_(sha256s))))
+    unused = sha256s - used
+    if unused:
+        session.execute(delete(HeadBlobRow).where(HeadBlobRow.sha256.in_(unused)))
+    return len(unused)
+
+
+def _lock_blob(session: Session, sha256: str) -> None:
+    """PostgreSQL: a lock on one artifact until the transaction ends (storing it and deleting
+    it take turns). SQLite: nothing (its transactions take turns already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(int(sha256[:15], 16))))
 
 
 def _counts(session: Session, tenant: str, name: str) -> tuple[int, int]:

@@ -34,6 +34,11 @@ def current_principal() -> Principal:
     return principal
 
 
+def current_principal_or_none() -> Principal | None:
+    """The caller, or None before (or without) authentication."""
+    return _current.get()
+
+
 def current_tenant() -> str:
     """The calling tenant; the admin key has none and may not act as a tenant."""
     principal = current_principal()

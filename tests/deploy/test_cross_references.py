@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.api.readiness import LIVENESS_SERVICE
 from service.config import RuntimeKind, Settings
+from service.metrics_port import LIVE_PATH, LIVENESS_TIMEOUT_S, READY_PATH
 from tests.conftest import ROOT
 from tests.deploy.conftest import DEPLOY, KUSTOMIZATION, Resource, find, one
 
@@ -90,6 +90,11 @@ def literal_env(deployment: Resource) -> dict[str, str]:
     """The literal `env` values of the deployment's one container (not those from Secrets)."""
     (container,) = pod_spec(deployment)["containers"]
     return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def setting_values(variables: dict[str, str]) -> dict[str, str]:
+    """TRANSFERD_* environment variables as Settings' keyword arguments."""
+    return {k.removeprefix("TRANSFERD_").lower(): v for k, v in variables.items()}
 
 
 def test_the_api_replicas_scale_out_under_an_hpa_and_a_pdb_allowing_one_down(
@@ -221,7 +226,7 @@ def test_the_configmap_holds_only_real_settings_and_points_at_triton(
 
 
 @pytest.mark.parametrize("name", GATEWAYS)
-def test_the_gateway_is_non_root_read_only_with_grpc_probes_and_the_admin_key(
+def test_the_gateway_is_non_root_read_only_with_http_probes_and_the_admin_key(
     resources: list[Resource], name: str
 ) -> None:
     gateway = one(resources, "Deployment", name)
@@ -231,13 +236,33 @@ def test_the_gateway_is_non_root_read_only_with_grpc_probes_and_the_admin_key(
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert container["readinessProbe"]["grpc"] == {"port": 50051}
-    assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": LIVENESS_SERVICE}
     env = {e["name"]: e for e in container["env"]}
     assert env["TRANSFERD_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "transferd-admin"
-    # Writable paths are volumes: the head cache, temporary files; the models are read-only.
+    # Writable paths are volumes: the head cache, temporary files; the models (and, with TLS,
+    # the certificates) are read-only.
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert set(mounts) == {"/models", "/data", "/tmp"} and mounts["/models"]["readOnly"]
+    assert {"/models", "/data", "/tmp"} <= set(mounts) and mounts["/models"]["readOnly"]
+    assert {path for path, m in mounts.items() if not m.get("readOnly")} == {"/data", "/tmp"}
+
+
+@pytest.mark.parametrize("name", GATEWAYS)
+def test_the_probes_ask_the_metrics_port_which_serves_health_whatever_grpc_speaks(
+    resources: list[Resource], name: str
+) -> None:
+    """Kubelet's gRPC probes speak no TLS: every variant probes the plain-HTTP health of the
+    metrics port (service.metrics_port), on the port the gateway's settings serve it on."""
+    deployment = one(resources, "Deployment", name)
+    (container,) = pod_spec(deployment)["containers"]
+    on_metrics = {"port": "metrics"}
+    assert container["startupProbe"]["httpGet"] == {"path": READY_PATH, **on_metrics}
+    assert container["readinessProbe"]["httpGet"] == {"path": READY_PATH, **on_metrics}
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVE_PATH, **on_metrics}
+    # /livez answers 503 once the event loop is LIVENESS_TIMEOUT_S late: within the probe's
+    # timeout (default 1 s), else a slow loop would read as a timeout, not as the answer.
+    assert container["livenessProbe"].get("timeoutSeconds", 1) > LIVENESS_TIMEOUT_S
+    configmap = one(resources, "ConfigMap", "transferd-config").doc["data"]
+    settings = Settings(**setting_values({**configmap, **literal_env(deployment)}))
+    assert container_ports(deployment)["metrics"] == settings.metrics_port != 0
 
 
 @pytest.mark.parametrize("name", GATEWAYS)

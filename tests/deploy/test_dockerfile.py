@@ -1,4 +1,5 @@
-"""The Dockerfile: hadolint-clean, its build context complete, its HEALTHCHECK a working probe."""
+"""The Dockerfile: hadolint-clean, its build context complete, its HEALTHCHECK a working probe
+(with TLS on the gRPC port too: it asks the metrics port)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from devtools.launcher import ServerProcess, free_port
+from devtools.launcher import ServerProcess, free_port, health_status
+from service.metrics_port import READY_PATH
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -96,21 +99,46 @@ def healthcheck_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Iterator[ServerProcess]:
+    """A gateway with TLS on its gRPC port (a self-signed certificate): the case where a gRPC
+    health check in plaintext would fail."""
     tmp = tmp_path_factory.mktemp("healthcheck")
-    env = {"TRANSFERD_MODEL_REPO": str(model_repo), "TRANSFERD_DATA_DIR": str(tmp / "data")}
-    with ServerProcess(env, tmp / "server.log") as process:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=tmp, check=True, capture_output=True,
+    )  # fmt: skip
+    env = {
+        "TRANSFERD_MODEL_REPO": str(model_repo),
+        "TRANSFERD_DATA_DIR": str(tmp / "data"),
+        "TRANSFERD_TLS_CERT_FILE": str(tmp / "tls.crt"),
+        "TRANSFERD_TLS_KEY_FILE": str(tmp / "tls.key"),
+    }
+    trusted = grpc.ssl_channel_credentials(root_certificates=(tmp / "tls.crt").read_bytes())
+    with ServerProcess(env, tmp / "server.log", credentials=trusted) as process:
         yield process
 
 
-def run_healthcheck(port: int) -> int:
+def run_healthcheck(metrics_port: int) -> int:
     argv = healthcheck_command()
     assert argv[0] == "python"
-    env = {**os.environ, "TRANSFERD_GRPC_PORT": str(port)}
+    env = {**os.environ, "TRANSFERD_METRICS_PORT": str(metrics_port)}
     return subprocess.run([sys.executable, *argv[1:]], env=env, timeout=30, check=False).returncode
 
 
-def test_the_healthcheck_passes_against_a_serving_gateway(serving: ServerProcess) -> None:
-    assert run_healthcheck(serving.grpc_port) == 0
+def test_the_healthcheck_passes_against_a_gateway_serving_grpc_with_tls(
+    serving: ServerProcess,
+) -> None:
+    assert health_status(serving.address) is None  # gRPC in plaintext cannot ask it
+    assert run_healthcheck(serving.metrics_port) == 0
+
+
+def test_the_healthcheck_asks_readiness_on_the_metrics_port_which_tls_leaves_plain() -> None:
+    """Not gRPC health: with TLS on the gRPC port a plaintext check would fail, so the image
+    needs nothing more for TLS."""
+    (line,) = [line for line in instructions() if line.startswith("HEALTHCHECK ")]
+    assert READY_PATH in line and "TRANSFERD_METRICS_PORT" in line
+    assert "grpc" not in line.lower()
 
 
 def test_the_healthcheck_fails_when_nothing_serves() -> None:

@@ -8,6 +8,8 @@ or module `both_runtimes` to run it against the embedded runtime and against Tri
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,19 @@ from transferd.v1 import common_pb2, embedding_pb2, heads_pb2, heads_pb2_grpc
 
 def pytest_configure(config: pytest.Config) -> None:
     servers.register(config)
+
+
+@pytest.fixture(scope="session")
+def minilm_repo(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Path:
+    """The MiniLM backbone alone (linked, never written): a server that starts in seconds."""
+    repo = tmp_path_factory.mktemp("minilm-repo")
+    source = model_repo / BACKBONE
+    for path in source.rglob("*"):
+        if path.is_file():
+            target = repo / BACKBONE / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    return repo
 
 
 def text_request(texts: list[str], backbone: str = BACKBONE) -> embedding_pb2.EmbedRequest:

@@ -42,6 +42,27 @@ def tenant_key(server: ServerProcess) -> str:
     return key["secret"]
 
 
+def test_tenants_and_keys_are_listed_expire_and_delete(server: ServerProcess) -> None:
+    admin = {"url": server.address, "key": server.admin_key}
+    assert transferd("tenants", "create", "cli-life", **admin).code == 0
+    run = transferd("keys", "create", "cli-life", "--ttl", "600", "--json", **admin)
+    assert run.code == 0, run
+    brief = json.loads(run.out)
+    assert set(brief) == {"tenant", "key_id", "secret", "expires_at"}
+    listed = transferd("keys", "list", "cli-life", "--json", **admin)
+    assert listed.code == 0, listed
+    [row] = json.loads(listed.out)
+    assert row["key_id"] == brief["key_id"] and row["expires_at"] == brief["expires_at"]
+    assert brief["secret"] not in listed.out and "secret" not in row
+    tenants = transferd("tenants", "list", **admin)
+    assert tenants.code == 0 and "cli-life\t" in tenants.out, tenants
+    deleted = transferd("tenants", "delete", "cli-life", "--json", **admin)
+    assert deleted.code == 0, deleted
+    assert json.loads(deleted.out)["keys_revoked"] == 1
+    again = _one_line_error(transferd("tenants", "delete", "cli-life", **admin))
+    assert "NOT_FOUND" in again and "cli-life" in again
+
+
 def _jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

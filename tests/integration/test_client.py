@@ -110,6 +110,43 @@ def test_errors_keep_the_code_and_the_servers_message(server: ServerProcess, adm
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_tenants_and_keys_are_listed_expire_and_delete_blocking_and_async(
+    server: ServerProcess, admin: Client
+) -> None:
+    admin.create_tenant("client-life")
+    lasting = admin.create_api_key("client-life")
+    brief = admin.create_api_key("client-life", ttl_seconds=600)
+    assert lasting.expires_at is None and brief.expires_at is not None and brief.created_at
+    assert 599 <= (brief.expires_at - brief.created_at).total_seconds() <= 600
+    with Client(server.address, api_key=lasting.secret) as tenant:
+        tenant.backbones()
+    keys = {key.key_id: key for key in admin.list_api_keys("client-life")}
+    assert set(keys) == {lasting.key_id, brief.key_id}
+    assert keys[lasting.key_id].last_used_at is not None and keys[brief.key_id].last_used_at is None
+    assert not any(key.expired for key in keys.values())
+    assert "client-life" in {t.name for t in admin.list_tenants()}
+
+    async def delete(admin_key: str) -> None:
+        async with AsyncClient(server.address, api_key=admin_key) as admin_async:
+            assert [k.key_id for k in await admin_async.list_api_keys("client-life")] == [
+                lasting.key_id, brief.key_id,
+            ]  # fmt: skip
+            deleted = await admin_async.delete_tenant("client-life")
+            assert (deleted.keys_revoked, deleted.jobs_stopped) == (2, 0)
+            assert "client-life" not in {t.name for t in await admin_async.list_tenants()}
+
+    asyncio.run(delete(server.admin_key))
+    with (
+        Client(server.address, api_key=lasting.secret) as tenant,
+        pytest.raises(TransferdError) as refused,
+    ):
+        tenant.backbones()
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(TransferdError) as missing:
+        admin.list_api_keys("client-life")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
 def test_the_async_client_has_the_same_methods(server: ServerProcess, admin: Client) -> None:
     async def scenario(admin_key: str) -> None:
         async with AsyncClient(server.address, api_key=admin_key) as admin_async:
@@ -161,7 +198,7 @@ def test_only_calls_safe_to_repeat_are_retried() -> None:
     DeleteHead or the admin calls, which a repeat could do twice."""
     retried = {method for methods in IDEMPOTENT.values() for method in methods}
     assert {"Embed", "Predict", "GetHead", "WatchJob"} <= retried
-    assert not {"TrainHead", "DeleteHead", "CancelJob", "CreateApiKey"} & retried
+    assert not {"TrainHead", "DeleteHead", "CancelJob", "CreateApiKey", "DeleteTenant"} & retried
     assert '"retryableStatusCodes": ["UNAVAILABLE"]' in service_config()
 
 

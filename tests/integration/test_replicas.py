@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 
@@ -377,3 +378,65 @@ def test_an_api_only_replica_queues_jobs_that_a_training_replica_runs(
             assert heads_pb2.JOB_STATE_RUNNING in [u.state for u in updates]
             assert updates[-1].state == heads_pb2.JOB_STATE_SUCCEEDED, updates[-1]
             assert predict(stub, "topics")[0] == 1
+
+
+def test_a_tenant_deleted_and_a_key_expired_on_one_replica_are_gone_on_every_replica(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    with cluster(tmp_path, model_repo) as replicas:
+        # A runs no job; B runs the doomed tenant's jobs.
+        a = replicas.start(1, TRANSFERD_TRAINING_WORKERS="0")[0]
+        b = replicas.start(1)[0]
+        gone, kept = new_key(a, "gone"), new_key(a, "kept")
+        with grpc.insecure_channel(a.address) as channel:
+            brief = tenants_pb2_grpc.TenantServiceStub(channel).CreateApiKey(
+                tenants_pb2.CreateApiKeyRequest(tenant="kept", ttl_seconds=4),
+                metadata=bearer(a.admin_key),
+            )
+        with (
+            authed_channel(b.address, gone.secret) as gone_on_b,
+            authed_channel(b.address, kept.secret) as kept_on_b,
+            authed_channel(b.address, brief.secret) as brief_on_b,
+        ):
+            for channel in (gone_on_b, kept_on_b):
+                job = heads_of(channel).TrainHead(train_request("topics", TWO_TOPICS))
+                succeeded(heads_of(channel), job.job_id)
+            kept_before = predict(heads_of(kept_on_b), "topics")
+            b_data = tmp_path / "replica-2" / "data"
+            assert (b_data / "heads" / "gone").is_dir()
+            # The short key works on B (made on A), until it expires there too.
+            assert status_of(lambda: embed_of(brief_on_b).Embed(text_request(["hi"]))) == (
+                grpc.StatusCode.OK
+            )
+            long_job = heads_of(gone_on_b).TrainHead(
+                train_request("long", TWO_TOPICS, kind="mlp",
+                              params={"epochs": "2000", "batch_size": "1", "hidden": "1024"})
+            )  # fmt: skip
+            until_running(heads_of(gone_on_b), long_job.job_id)
+
+            with grpc.insecure_channel(a.address) as channel:
+                reply = tenants_pb2_grpc.TenantServiceStub(channel).DeleteTenant(
+                    tenants_pb2.DeleteTenantRequest(tenant="gone"), metadata=bearer(a.admin_key)
+                )
+            assert (reply.jobs_stopped, reply.head_versions_deleted) == (1, 1)
+            deadline = time.monotonic() + PROPAGATION_S
+            refused_by(
+                lambda: embed_of(gone_on_b).Embed(text_request(["hi"])),
+                grpc.StatusCode.UNAUTHENTICATED,
+                deadline,
+            )
+            assert not (b_data / "heads" / "gone").exists()
+            # B's training job stops at its next heartbeat and publishes nothing.
+            time.sleep(5)
+            with psycopg.connect(replicas.database_url.replace("+psycopg", "")) as db:
+                for table in ("api_keys", "heads", "jobs"):
+                    query = f"SELECT count(*) FROM {table} WHERE tenant = 'gone'"
+                    assert db.execute(query).fetchone() == (0,), table
+            assert [p for p in b_data.rglob("*") if "gone" in p.relative_to(b_data).parts] == []
+            assert predict(heads_of(kept_on_b), "topics") == kept_before
+
+            wait = brief.expires_at.seconds - time.time() + 0.5
+            time.sleep(max(0.0, wait))
+            assert status_of(lambda: embed_of(brief_on_b).Embed(text_request(["hi"]))) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )

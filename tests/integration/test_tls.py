@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.launcher import ServerProcess, health_status
+from service.metrics_port import LIVE_PATH, READY_PATH
 from tests.conftest import BACKBONE
 from tests.integration.cli_runner import transferd
 from tests.integration.conftest import server_process, text_request, vectors
@@ -115,6 +117,11 @@ def test_mtls_refuses_plaintext_and_clients_without_a_certificate_and_follows_ro
         assert _health(server.address, trusted) == SERVING
         assert _health(server.address, None) is None  # plaintext
         assert _health(server.address, _credentials(certs, "ca")) is None  # no certificate
+        # What Kubernetes probes (deploy/): the metrics port, plain HTTP, no certificate.
+        for path in (READY_PATH, LIVE_PATH):
+            url = f"http://127.0.0.1:{server.metrics_port}{path}"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                assert reply.status == 200, path
         key = server.create_tenant_key("acme")  # the admin calls over mTLS
         options = [("grpc.use_local_subchannel_pool", 1)]
         with grpc.secure_channel(server.address, trusted, options=options) as channel:

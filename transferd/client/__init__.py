@@ -7,7 +7,17 @@ are safe to repeat. Other languages use the generated stubs of protos/ directly 
 
 from transferd.client.aio import AsyncClient, AsyncJob
 from transferd.client.sync import Client, Job
-from transferd.client.types import ApiKey, Example, HeadInfo, JobStatus, Prediction, TransferdError
+from transferd.client.types import (
+    ApiKey,
+    Example,
+    HeadInfo,
+    JobStatus,
+    KeyInfo,
+    Prediction,
+    TenantDeletion,
+    TenantInfo,
+    TransferdError,
+)
 
 __all__ = [
     "ApiKey",
@@ -18,6 +28,9 @@ __all__ = [
     "HeadInfo",
     "Job",
     "JobStatus",
+    "KeyInfo",
     "Prediction",
+    "TenantDeletion",
+    "TenantInfo",
     "TransferdError",
 ]

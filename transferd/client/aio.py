@@ -17,7 +17,18 @@ import numpy as np
 from transferd.client import channel as channels
 from transferd.client import messages
 from transferd.client.sync import DEFAULT_TIMEOUT_S, TRAINING_TIMEOUT_S
-from transferd.client.types import ApiKey, Example, HeadInfo, JobStatus, Prediction, TransferdError
+from transferd.client.types import (
+    ApiKey,
+    Example,
+    HeadInfo,
+    JobStatus,
+    KeyInfo,
+    Prediction,
+    TenantDeletion,
+    TenantInfo,
+    TransferdError,
+    moment_of,
+)
 from transferd.v1 import (
     embedding_pb2,
     embedding_pb2_grpc,
@@ -177,10 +188,27 @@ class AsyncClient:
         request = tenants_pb2.CreateTenantRequest(tenant=tenant)
         return (await self._call(self._tenants.CreateTenant, request)).tenant
 
-    async def create_api_key(self, tenant: str) -> ApiKey:
-        request = tenants_pb2.CreateApiKeyRequest(tenant=tenant)
-        reply = await self._call(self._tenants.CreateApiKey, request)
-        return ApiKey(tenant=reply.tenant, key_id=reply.key_id, secret=reply.secret)
+    async def list_tenants(self) -> list[TenantInfo]:
+        """Every tenant, by name (admin key)."""
+        reply = await self._call(self._tenants.ListTenants, tenants_pb2.ListTenantsRequest())
+        return [TenantInfo(t.tenant, moment_of(t, "created_at")) for t in reply.tenants]
+
+    async def delete_tenant(self, tenant: str) -> TenantDeletion:
+        """Deletes a tenant: its keys, jobs and heads, on every replica (admin key)."""
+        request = tenants_pb2.DeleteTenantRequest(tenant=tenant)
+        reply = await self._call(self._tenants.DeleteTenant, request)
+        return TenantDeletion(reply.keys_revoked, reply.jobs_stopped, reply.head_versions_deleted)
+
+    async def create_api_key(self, tenant: str, ttl_seconds: int = 0) -> ApiKey:
+        """A new key of `tenant`, expiring after `ttl_seconds` (0: never; admin key)."""
+        request = tenants_pb2.CreateApiKeyRequest(tenant=tenant, ttl_seconds=ttl_seconds)
+        return ApiKey.of(await self._call(self._tenants.CreateApiKey, request))
+
+    async def list_api_keys(self, tenant: str, include_revoked: bool = False) -> list[KeyInfo]:
+        """The tenant's keys, oldest first, without their secrets (admin key)."""
+        request = tenants_pb2.ListApiKeysRequest(tenant=tenant, include_revoked=include_revoked)
+        reply = await self._call(self._tenants.ListApiKeys, request)
+        return [KeyInfo.of(key) for key in reply.keys]
 
     async def revoke_api_key(self, key_id: str) -> None:
         request = tenants_pb2.RevokeApiKeyRequest(key_id=key_id)

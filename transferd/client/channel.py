@@ -16,6 +16,7 @@ import grpc
 IDEMPOTENT = {
     "transferd.v1.EmbeddingService": ["ListBackbones", "Embed"],
     "transferd.v1.HeadService": ["GetJob", "WatchJob", "ListHeads", "GetHead", "Predict"],
+    "transferd.v1.TenantService": ["ListTenants", "ListApiKeys"],
 }
 RETRY_POLICY = {
     "maxAttempts": 5,

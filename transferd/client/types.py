@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from transferd.v1 import heads_pb2
+from transferd.v1 import heads_pb2, tenants_pb2
 
 
 class TransferdError(Exception):
@@ -134,6 +136,14 @@ class HeadInfo:
         )
 
 
+def moment_of(message: object, field_name: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime; None when unset."""
+    if not message.HasField(field_name):  # type: ignore[attr-defined]
+        return None
+    stamp: Timestamp = getattr(message, field_name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """A new API key: its secret is shown once, here."""
@@ -141,3 +151,49 @@ class ApiKey:
     tenant: str
     key_id: str
     secret: str
+    created_at: datetime | None = None
+    expires_at: datetime | None = None  # None: never expires
+
+    @classmethod
+    def of(cls, message: tenants_pb2.ApiKey) -> ApiKey:
+        return cls(
+            tenant=message.tenant, key_id=message.key_id, secret=message.secret,
+            created_at=moment_of(message, "created_at"), expires_at=moment_of(message, "expires_at"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A key as listed: never its secret."""
+
+    key_id: str
+    tenant: str
+    created_at: datetime | None
+    expires_at: datetime | None  # None: never expires
+    last_used_at: datetime | None  # to the minute; None: never used
+    revoked_at: datetime | None
+    expired: bool
+
+    @classmethod
+    def of(cls, message: tenants_pb2.ApiKeyInfo) -> KeyInfo:
+        return cls(
+            key_id=message.key_id, tenant=message.tenant,
+            created_at=moment_of(message, "created_at"), expires_at=moment_of(message, "expires_at"),
+            last_used_at=moment_of(message, "last_used_at"),
+            revoked_at=moment_of(message, "revoked_at"), expired=message.expired,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    name: str
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TenantDeletion:
+    """What deleting a tenant removed."""
+
+    keys_revoked: int
+    jobs_stopped: int
+    head_versions_deleted: int

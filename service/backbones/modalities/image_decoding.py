@@ -52,6 +52,7 @@ class ImageDecoder:
             ),
             max_in_flight=threads,
             depth_gauge=False,  # the backbone's queue depth is its inference queue's
+            trace_name="image_decode",
         )
 
     def start(self) -> None:
