@@ -27,7 +27,7 @@ from service import metrics
 
 LOGGER_NAME = "transferd.audit"
 #: Refused authentications of one peer written per window; the rest are counted.
-BURST = 5
+BURST = 20
 WINDOW_S = 60.0
 #: Peers whose windows are tracked at once (the least recently refused ones are forgotten).
 MAX_PEERS = 10_000
@@ -51,7 +51,7 @@ def configure(stream: Any = None) -> None:
 
 
 def record(
-    event: str, *, tenant: str = "", key_id: str = "", peer: str = "", outcome: str = "ok",
+    event: str, *, tenant: str = "", key_id: str = "", peer: str = "", outcome: str = "OK",
     **details: Any,
 ) -> None:  # fmt: skip
     """Writes one audit line (details must never hold a secret or an input)."""
