@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from devtools.client import authed_channel, bearer
-from service import audit
 from devtools.launcher import ServerProcess
+from service import audit
 from tests.integration.conftest import start_server, text_request, train_request, wait_for_job
 from tests.integration.scrape import server_metrics, value
 from tests.integration.test_job_lifecycle import HELD_OUT, LONG, TWO_TOPICS, until_fitting

@@ -4,7 +4,6 @@ plaintext port bound beyond loopback."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.launcher import ServerProcess, health_status
 from service.metrics_port import LIVE_PATH, READY_PATH
-from tests.conftest import BACKBONE
 from tests.integration.cli_runner import transferd
 from tests.integration.conftest import server_process, text_request, vectors
 from transferd.v1 import embedding_pb2_grpc
@@ -74,19 +72,6 @@ def _health(address: str, credentials: grpc.ChannelCredentials | None) -> int | 
         except grpc.RpcError:
             return None
     return int(reply.status)
-
-
-@pytest.fixture(scope="module")
-def minilm_repo(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Path:
-    """The MiniLM backbone alone (linked, never written): a server that starts in seconds."""
-    repo = tmp_path_factory.mktemp("tls-repo")
-    source = model_repo / BACKBONE
-    for path in source.rglob("*"):
-        if path.is_file():
-            target = repo / BACKBONE / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
-    return repo
 
 
 def _tls_server(

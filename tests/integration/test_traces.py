@@ -22,7 +22,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from devtools.client import bearer
-from tests.conftest import BACKBONE, ROOT
+from tests.conftest import ROOT
 from tests.integration.conftest import (
     labelled,
     server_process,
@@ -107,19 +107,6 @@ def collector() -> Iterator[Collector]:
     receiver = Collector()
     yield receiver
     receiver.stop()
-
-
-@pytest.fixture(scope="module")
-def minilm_repo(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Path:
-    """The MiniLM backbone alone (linked, never written): a server that starts in seconds."""
-    repo = tmp_path_factory.mktemp("traces-repo")
-    source = model_repo / BACKBONE
-    for path in source.rglob("*"):
-        if path.is_file():
-            target = repo / BACKBONE / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
-    return repo
 
 
 def _traceparent() -> tuple[str, str, str]:

@@ -85,7 +85,9 @@ def test_the_budget_counts_every_candidate_and_each_keeps_its_cap() -> None:
     labels = class_targets(np.arange(200) % 4)
     estimate = estimate_cost(AUTO_KIND, labels, None, dim=384)
     single = estimate_cost("logistic_regression", labels, None, dim=384)
-    assert [p.kind for p in estimate.parts] == [k.name for k in candidate_kinds(Task.CLASSIFICATION)]
+    assert [p.kind for p in estimate.parts] == [
+        k.name for k in candidate_kinds(Task.CLASSIFICATION)
+    ]
     assert estimate.parts[0].operations > single.operations
     assert estimate.operations == pytest.approx(sum(p.operations for p in estimate.parts))
     check_cost(estimate, DEFAULT_COST_CAPS)

@@ -219,6 +219,8 @@ def test_backbone_auto_candidates_are_the_inputs_modality_and_mixed_inputs_are_n
             assert embedding.value.field == "examples[0].input"
             with pytest.raises(InvalidArgument) as no_image:
                 embedder.candidates_for([ImageInput(b"\x89PNG")])
-            assert no_image.value.field == "backbone" and "no image backbone" in no_image.value.message
+            assert (
+                no_image.value.field == "backbone" and "no image backbone" in no_image.value.message
+            )
 
     run(scenario())
