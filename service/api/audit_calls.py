@@ -22,7 +22,7 @@ DELETE_HEAD = "/transferd.v1.HeadService/DeleteHead"
 
 
 def _timestamp(reply: Any, field: str) -> str:
-    return reply.__getattribute__(field).ToJsonString() if reply.HasField(field) else ""
+    return getattr(reply, field).ToJsonString() if reply.HasField(field) else ""
 
 
 # What each audited method adds to its line, from its request and (when it succeeded) its reply.
@@ -35,7 +35,7 @@ _DETAILS: dict[str, Details] = {
             if reply is not None
             else {}
         ),
-    },  # fmt: skip
+    },
     "RevokeApiKey": lambda request, reply: {"revoked_key_id": request.key_id},
     "ListApiKeys": lambda request, reply: {"keys": len(reply.keys)} if reply is not None else {},
     "DeleteTenant": lambda request, reply: (

@@ -209,7 +209,7 @@ class TenantDirectory:
                     ApiKeyRow.tenant == tenant,
                     ApiKeyRow.revoked_at.is_(None),
                     or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > created),
-                )  # fmt: skip
+                )
             )
             if (live or 0) >= self._max_keys:
                 raise ResourceExhausted(
@@ -223,7 +223,7 @@ class TenantDirectory:
                     secret_sha256=digest,
                     created_at=created,
                     expires_at=expires,
-                )  # fmt: skip
+                )
             )
 
         await self._db.run(insert)
