@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from devtools.launcher import ServerProcess, health_status
 from service.metrics_port import LIVE_PATH, READY_PATH
@@ -54,6 +55,15 @@ def _credentials(folder: Path, ca: str, client: str | None = None) -> grpc.Chann
         private_key=None if client is None else (folder / f"{client}.key").read_bytes(),
         certificate_chain=None if client is None else (folder / f"{client}.pem").read_bytes(),
     )
+
+
+def _reflected_services(address: str, credentials: grpc.ChannelCredentials) -> set[str]:
+    """The services that reflection lists over a TLS channel."""
+    with grpc.secure_channel(address, credentials) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    return {service.name for service in reply.list_services_response.service}
 
 
 def _health(address: str, credentials: grpc.ChannelCredentials | None) -> int | None:
@@ -102,6 +112,7 @@ def test_mtls_refuses_plaintext_and_clients_without_a_certificate_and_follows_ro
         assert _health(server.address, trusted) == SERVING
         assert _health(server.address, None) is None  # plaintext
         assert _health(server.address, _credentials(certs, "ca")) is None  # no certificate
+        assert "transferd.v1.HeadService" in _reflected_services(server.address, trusted)
         # What Kubernetes probes (deploy/): the metrics port, plain HTTP, no certificate.
         for path in (READY_PATH, LIVE_PATH):
             url = f"http://127.0.0.1:{server.metrics_port}{path}"
