@@ -48,7 +48,7 @@ def test_readme_command_line_and_inference_protocol_snippets_run(
     a key, trains from examples/tickets.jsonl, predicts as JSON and plots the matrix; then the
     Open Inference Protocol snippet calls that head and a backbone through tritonclient."""
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    [script] = [block for block in blocks if "transferd tenants create" in block]
+    [script] = [block for block in blocks if "transferd heads train" in block]
     [oip] = [s for s in _python_snippets() if "tritonclient" in s]
     (tmp_path / "server").mkdir()
     server = start_server(tmp_path / "server", model_repo, TRANSFERD_ADMIN_KEY="change-me")
@@ -85,3 +85,30 @@ def test_readme_command_line_and_inference_protocol_snippets_run(
     labels_line, shape = inference.stdout.strip().splitlines()
     assert labels_line.startswith("[b'technical' b'shipping']") and "'billing':" in labels_line
     assert shape == "(2, 384)"
+
+
+def test_readme_tenant_and_key_commands_run(tmp_path: Path, minilm_repo: Path) -> None:
+    """The admin walk-through of "Tenants, keys and the audit log", in bash against a server of
+    its own: it ends by deleting the tenant it made, and lists no secret on the way."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [script] = [block for block in blocks if "transferd tenants delete" in block]
+    server = start_server(tmp_path, minilm_repo, TRANSFERD_ADMIN_KEY="change-me")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRANSFERD_")}
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script.replace(".venv/bin/", f"{ROOT}/.venv/bin/")],
+            cwd=tmp_path,
+            env=env | {"TRANSFERD_URL": server.address},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    made, secret, *rest = result.stdout.splitlines()
+    assert made == "acme"
+    assert secret.startswith("tdk_") and secret not in "\n".join(rest)
+    [key] = json.loads(next(line for line in rest if line.startswith("[")))
+    assert key["expires_at"] and not key["expired"] and not key["revoked_at"]
+    assert rest[-1].startswith("deleted acme: 1 keys")
