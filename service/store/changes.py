@@ -120,6 +120,7 @@ class ChangeFeed:
         self._poller: asyncio.Task[None] | None = None
         self._listener: ChangeListener | None = None
         self._failing = False  # whether the last re-read failed (logs once per outage)
+        self._stopping = False
         self.rereads = 0  # completed full re-reads (tests wait on it)
 
     def subscribe(self, subscriber: Subscriber) -> None:
@@ -174,6 +175,9 @@ class ChangeFeed:
             listener, self._listener = self._listener, None
             await asyncio.get_running_loop().run_in_executor(None, listener.stop)
         if self._poller is not None:
+            # The flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as its timeout fires, and the loop would then poll on (seen in CI).
+            self._stopping = True
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
@@ -201,11 +205,13 @@ class ChangeFeed:
 
     async def _poll(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
             except TimeoutError:
                 pass
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self.reread()
