@@ -23,7 +23,8 @@ _STATE_TO_PB = {
 }
 
 
-def _timestamp(moment: datetime | str) -> Timestamp:
+def timestamp_pb(moment: datetime | str) -> Timestamp:
+    """A datetime (or its ISO text, as cards keep it) as a protobuf Timestamp."""
     stamp = Timestamp()
     if isinstance(moment, str):
         stamp.FromJsonString(moment.replace("+00:00", "Z"))
@@ -55,7 +56,7 @@ def job_to_pb(job: JobSnapshot) -> heads_pb2.Job:
         job_id=job.job_id, head=job.head, version=job.version, state=_STATE_TO_PB[job.state],
         stage=job.stage, progress=job.progress, error=job.error, metrics=job.metrics,
         backbone=job.backbone, kind=job.kind, num_examples=job.num_examples,
-        created_at=_timestamp(job.created_at), updated_at=_timestamp(job.updated_at),
+        created_at=timestamp_pb(job.created_at), updated_at=timestamp_pb(job.updated_at),
         transfer=transfer_to_pb(job.transfer),
     )  # fmt: skip
 
@@ -67,7 +68,7 @@ def head_to_pb(card: HeadCard, relative_cost: float = 0.0) -> heads_pb2.Head:
         name=card.name, version=card.version, backbone=card.backbone,
         backbone_fingerprint=card.backbone_fingerprint, kind=card.kind, task=str(card.task),
         labels=card.labels, metrics=card.metrics, num_examples=card.num_examples,
-        params=card.params, created_at=_timestamp(card.created_at),
+        params=card.params, created_at=timestamp_pb(card.created_at),
         damaged=damage is not None, health=damage or "", transfer=transfer_to_pb(card.transfer),
         kind_scores=[heads_pb2.KindScore(**score.model_dump()) for score in card.kind_scores],
         backbone_scores=[

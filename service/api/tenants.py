@@ -7,6 +7,7 @@ from datetime import datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service.api.convert_heads import timestamp_pb
 from service.tenancy.deletion import TenantRemover
 from service.tenancy.directory import KeyInfo, TenantDirectory
 from service.tenancy.principal import require_admin
@@ -14,11 +15,8 @@ from transferd.v1 import tenants_pb2, tenants_pb2_grpc
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    """Unset (None) where there is no moment: no expiry, never used, not revoked."""
+    return timestamp_pb(moment) if moment is not None else None
 
 
 def _key_pb(key: KeyInfo) -> tenants_pb2.ApiKeyInfo:

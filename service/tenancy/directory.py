@@ -325,19 +325,20 @@ class TenantDirectory:
         return {key_id for number, key_id in self._revocations if number > sequence}
 
 
+def _moment(value: datetime | None) -> datetime | None:
+    """A nullable column's time in UTC (SQLite hands it back without its zone)."""
+    return as_utc(value) if value is not None else None
+
+
 def _cached(row: ApiKeyRow) -> _CachedKey:
-    expires = as_utc(row.expires_at) if row.expires_at is not None else None
-    return _CachedKey(row.tenant, row.secret_sha256, expires)
+    return _CachedKey(row.tenant, row.secret_sha256, _moment(row.expires_at))
 
 
 def _key_info(row: ApiKeyRow) -> KeyInfo:
-    def moment(value: datetime | None) -> datetime | None:
-        return as_utc(value) if value is not None else None
-
     return KeyInfo(
         key_id=row.key_id, tenant=row.tenant, created_at=as_utc(row.created_at),
-        expires_at=moment(row.expires_at), last_used_at=moment(row.last_used_at),
-        revoked_at=moment(row.revoked_at),
+        expires_at=_moment(row.expires_at), last_used_at=_moment(row.last_used_at),
+        revoked_at=_moment(row.revoked_at),
     )  # fmt: skip
 
 
